@@ -5,7 +5,7 @@ matrices at each pair of times, and with vectors a_i(t), v_i(t) over neurons. Ev
 operation it needs is one of:
 
 * elementwise maps (h(C), h'(C) R, ...): plain array arithmetic, in any representation;
-* matrix products  (1/m) sum_l M_il X_lj;
+* matrix products  (1/m) sum_l M_il X_lj, also integrated over an intermediate time;
 * matrix-vector products (1/m) sum_l X_il a_l;
 * the full average (1/m^2) sum_ij X_ij, the diagonal, the transpose, outer products a_i b_j.
 
@@ -17,14 +17,16 @@ and these are closed under products:
 so the symmetric DMFT *is* the general DMFT evaluated in a two-number algebra. An algebra
 object fixes the representation; the DMFT equations are written once against it.
 
-Representation (trailing axes of an array; leading axes are time):
+Layout: neuron axes lead, time axes trail (so a time row of one component is contiguous):
 
 ===============  ===========================  ======================
 algebra          matrix                       neuron vector
 ===============  ===========================  ======================
-`Symmetric(m)`   shape (..., 2) = (D, O)      shape (...,) (one value)
-`General(m)`     shape (..., m, m)            shape (..., m)
+`Symmetric(m)`   shape (2, ...) = (D, O)      shape (...)  (one value)
+`General(m)`     shape (m, m, ...)            shape (m, ...)
 ===============  ===========================  ======================
+
+"..." are time axes, e.g. C of shape (2, N+1, N+1) under `Symmetric`.
 """
 
 from __future__ import annotations
@@ -37,55 +39,68 @@ from jaxtyping import Array
 
 
 class AbstractAlgebra(eqx.Module):
-    """A representation of m x m neuron-space matrices closed under the DMFT's operations."""
+    """A representation of m x m neuron-space matrices closed under the DMFT's operations.
+
+    All methods broadcast over trailing time axes.
+    """
 
     m: eqx.AbstractVar[int]
 
     @property
     @abc.abstractmethod
     def matrix_shape(self) -> tuple[int, ...]:
-        """Trailing shape of one matrix."""
+        """Leading shape of one matrix."""
 
     @property
     @abc.abstractmethod
     def vector_shape(self) -> tuple[int, ...]:
-        """Trailing shape of one neuron vector."""
+        """Leading shape of one neuron vector."""
 
     @abc.abstractmethod
     def identity(self, dtype) -> Array:
         """The identity matrix delta_ij."""
 
-    @abc.abstractmethod
-    def contract(self, x: Array, y: Array) -> Array:
-        """sum_k (x[k] @ y[k, s]) / m for x of shape (K, *mat), y of shape (K, S, *mat) -> (S, *mat).
+    # A two-time history H (C or R over a square of times) is stored as a pytree of buffers
+    # chosen for speed (`history_*` below); rows are plain (*mat, L) arrays.
 
-        The time integral of a neuron matrix product, (1/m) sum_l int x_il(t, s) y_lj(s, s') ds,
-        without the quadrature weight.
+    @abc.abstractmethod
+    def history_zeros(self, size: int, dtype):
+        """An all-zero two-time history over `size` x `size` times."""
+
+    @abc.abstractmethod
+    def history_row(self, hist, n) -> Array:
+        """Row n, H(t_n, .), as a (*mat, L) array."""
+
+    @abc.abstractmethod
+    def history_set(self, hist, n, row: Array, column: bool):
+        """H with row n set to `row` (and column n to its neuron transpose if `column`)."""
+
+    @abc.abstractmethod
+    def history_array(self, hist) -> Array:
+        """The whole history as one (*mat, L, L) array."""
+
+    @abc.abstractmethod
+    def contract(self, x: Array, hist) -> Array:
+        """(1/m) sum_k x[k] @ H[k, s]: x of shape (*mat, K), H a K x S history -> (*mat, S).
+
+        The time integral (1/m) sum_l int x_il(t, s) H_lj(s, s') ds without its quadrature weight.
         """
 
     @abc.abstractmethod
-    def contract_t(self, x: Array, y: Array) -> Array:
-        """sum_k (x[k] @ y[s, k]^T) / m for x of shape (K, *mat), y of shape (S, K, *mat).
+    def contract_t(self, x: Array, hist) -> Array:
+        """(1/m) sum_k x[k] @ H[s, k]^T -> (*mat, S).
 
-        The integral (1/m) sum_l int x_il(t, s) y_jl(s', s) ds of [C.9]; reads y with its time
+        The integral (1/m) sum_l int x_il(t, s) H_jl(s', s) ds of [C.9], reading H with its time
         axes swapped instead of materializing a transposed copy.
         """
 
     @abc.abstractmethod
-    def left(self, a: Array, x: Array) -> Array:
-        """The matrix a_i x_ij (a: (*vec), x: (..., *mat))."""
-
-    @abc.abstractmethod
-    def matmul(self, x: Array, y: Array) -> Array:
-        """(1/m) x @ y for matrices with matching leading (time) shapes."""
-
-    @abc.abstractmethod
     def matvec(self, x: Array, a: Array) -> Array:
-        """(1/m) sum_l x_il a_l, batched over leading axes (x: (..., *mat), a: (..., *vec))."""
+        """(1/m) sum_l x_il a_l (x: (*mat, ...), a: (*vec, ...))."""
 
     @abc.abstractmethod
     def matvec_k(self, x: Array, v: Array) -> Array:
-        """(1/m) sum_l x_il v_l for vectors with a trailing index axis (v: (..., *vec, k))."""
+        """(1/m) sum_l x_il v_l for k-vectors (x: (*mat, T), v: (*vec, k, T)) -> (*vec, k, T)."""
 
     @abc.abstractmethod
     def mean_all(self, x: Array) -> Array:
@@ -93,7 +108,11 @@ class AbstractAlgebra(eqx.Module):
 
     @abc.abstractmethod
     def outer(self, a: Array, b: Array) -> Array:
-        """The matrix a_i b_j."""
+        """The matrix a_i b_j (a: (*vec) or (*vec, ...), b: (*vec, ...))."""
+
+    @abc.abstractmethod
+    def left(self, a: Array, x: Array) -> Array:
+        """The matrix a_i x_ij (a: (*vec), x: (*mat, ...))."""
 
     @abc.abstractmethod
     def diag(self, x: Array) -> Array:
@@ -105,7 +124,7 @@ class AbstractAlgebra(eqx.Module):
 
     @abc.abstractmethod
     def inner_k(self, g: Array, v: Array) -> Array:
-        """The matrix <g_i, v_j> of two k-vectors over neurons (g: (*vec, k), v: (..., *vec, k))."""
+        """The matrix <g_i, v_j> (g: (*vec, k), v: (*vec, k, ...))."""
 
     @abc.abstractmethod
     def mean_vec(self, a: Array) -> Array:
@@ -115,7 +134,7 @@ class AbstractAlgebra(eqx.Module):
 class Symmetric(AbstractAlgebra):
     """Matrices D I + O (J - I), stored as the pair (D, O); neuron vectors as one value.
 
-    Products follow the two-number rule above (spec section 5); for m = 1 the off-diagonal part
+    Products follow the two-number rule above (spec section 5). For m = 1 the off-diagonal part
     carries no weight.
     """
 
@@ -133,57 +152,72 @@ class Symmetric(AbstractAlgebra):
     def vector_shape(self):
         return ()
 
-    def _structure(self, dtype) -> Array:
-        # T[c, a, b]: coefficient of (x_a y_b) in component c of the product, before the 1/m.
+    def _product(self, xy: Array) -> Array:
+        """Combine the four products xy[a, b] = x_a y_b into (D, O) of (x @ y) / m."""
         m = self.m
-        t = jnp.zeros((2, 2, 2), dtype)
-        t = t.at[0, 0, 0].set(1.0).at[0, 1, 1].set(m - 1.0)
-        t = t.at[1, 0, 1].set(1.0).at[1, 1, 0].set(1.0).at[1, 1, 1].set(m - 2.0)
-        return t / m
+        d = xy[0, 0] + (m - 1.0) * xy[1, 1]
+        o = xy[0, 1] + xy[1, 0] + (m - 2.0) * xy[1, 1]
+        return jnp.stack([d, o]) / m
 
     def identity(self, dtype):
         return jnp.array([1.0, 0.0], dtype)
 
-    def contract(self, x, y):
-        xy = jnp.einsum("ka,ksb->sab", x, y)
-        return jnp.einsum("cab,sab->sc", self._structure(xy.dtype), xy)
+    # The history is a pair of separate (L, L) buffers (D, O): slicing one component out of a
+    # stacked (2, L, L) buffer, or an einsum over it, makes XLA:CPU copy the whole history on
+    # every step (measured: 3x slower at N = 1000).
+    def history_zeros(self, size, dtype):
+        return (jnp.zeros((size, size), dtype), jnp.zeros((size, size), dtype))
 
-    def contract_t(self, x, y):
-        xy = jnp.einsum("ka,skb->sab", x, y)
-        return jnp.einsum("cab,sab->sc", self._structure(xy.dtype), xy)
+    def history_row(self, hist, n):
+        return jnp.stack([hist[0][n], hist[1][n]])
 
-    def left(self, a, x):
-        return jnp.asarray(a)[..., None] * x
+    def history_set(self, hist, n, row, column):
+        out = []
+        for buf, r in zip(hist, row):
+            buf = buf.at[n].set(r)
+            out.append(buf.at[:, n].set(r) if column else buf)
+        return tuple(out)
 
-    def matmul(self, x, y):
-        return jnp.einsum("cab,...a,...b->...c", self._structure(x.dtype), x, y)
+    def history_array(self, hist):
+        return jnp.stack(hist)
 
-    def row_sum(self, x):
-        # sum_l x_il for the pattern D I + O (J - I): D + (m - 1) O.
-        return x[..., 0] + (self.m - 1.0) * x[..., 1]
+    def contract(self, x, hist):
+        # Plain (2, K) @ (K, S) products on each component buffer.
+        return self._product(jnp.stack([x @ hist[0], x @ hist[1]], axis=1))
+
+    def contract_t(self, x, hist):
+        # (S, K) @ (K, 2): the history is read row by row, never transposed.
+        return self._product(jnp.stack([(hist[0] @ x.T).T, (hist[1] @ x.T).T], axis=1))
+
+    def _row_sum(self, x):
+        # sum_l x_il for D I + O (J - I): D + (m - 1) O.
+        return x[0] + (self.m - 1.0) * x[1]
 
     def matvec(self, x, a):
-        return self.row_sum(x) * a / self.m
+        return self._row_sum(x) * a / self.m
 
     def matvec_k(self, x, v):
-        return (self.row_sum(x) / self.m)[..., None] * v
+        return self._row_sum(x) * v / self.m
 
     def mean_all(self, x):
-        return self.row_sum(x) / self.m
+        return self._row_sum(x) / self.m
 
     def outer(self, a, b):
-        ab = jnp.asarray(a * b)
-        return jnp.stack([ab, ab], axis=-1)
+        ab = a * b
+        return jnp.stack([ab, ab])
+
+    def left(self, a, x):
+        return a * x
 
     def diag(self, x):
-        return x[..., 0]
+        return x[0]
 
     def transpose(self, x):
         return x
 
     def inner_k(self, g, v):
-        gv = jnp.sum(g * v, axis=-1)
-        return jnp.stack([gv, gv], axis=-1)
+        gv = jnp.tensordot(g, v, axes=(0, 0))
+        return jnp.stack([gv, gv])
 
     def mean_vec(self, a):
         return a
@@ -209,38 +243,49 @@ class General(AbstractAlgebra):
     def identity(self, dtype):
         return jnp.eye(self.m, dtype=dtype)
 
-    def contract(self, x, y):
-        return jnp.einsum("kil,kslj->sij", x, y) / self.m
+    def history_zeros(self, size, dtype):
+        return jnp.zeros((self.m, self.m, size, size), dtype)
 
-    def contract_t(self, x, y):
-        return jnp.einsum("kil,skjl->sij", x, y) / self.m
+    def history_row(self, hist, n):
+        return hist[:, :, n]
 
-    def left(self, a, x):
-        return a[:, None] * x
+    def history_set(self, hist, n, row, column):
+        hist = hist.at[:, :, n].set(row)
+        return hist.at[:, :, :, n].set(self.transpose(row)) if column else hist
 
-    def matmul(self, x, y):
-        return jnp.einsum("...il,...lj->...ij", x, y) / self.m
+    def history_array(self, hist):
+        return hist
+
+    def contract(self, x, hist):
+        return jnp.einsum("ilk,ljks->ijs", x, hist) / self.m
+
+    def contract_t(self, x, hist):
+        return jnp.einsum("ilk,jlsk->ijs", x, hist) / self.m
 
     def matvec(self, x, a):
-        return jnp.einsum("...il,...l->...i", x, a) / self.m
+        return jnp.einsum("il...,l...->i...", x, a) / self.m
 
     def matvec_k(self, x, v):
-        return jnp.einsum("...il,...lk->...ik", x, v) / self.m
+        return jnp.einsum("ilt,lkt->ikt", x, v) / self.m
 
     def mean_all(self, x):
-        return jnp.mean(x, axis=(-2, -1))
+        return jnp.mean(x, axis=(0, 1))
 
     def outer(self, a, b):
-        return a[..., :, None] * b[..., None, :]
+        a = a.reshape((self.m, 1) + a.shape[1:] + (1,) * (b.ndim - a.ndim))
+        return a * b[None]
+
+    def left(self, a, x):
+        return a.reshape((self.m,) + (1,) * (x.ndim - 1)) * x
 
     def diag(self, x):
-        return jnp.diagonal(x, axis1=-2, axis2=-1)
+        return jnp.moveaxis(jnp.diagonal(x, axis1=0, axis2=1), -1, 0)
 
     def transpose(self, x):
-        return jnp.swapaxes(x, -1, -2)
+        return jnp.swapaxes(x, 0, 1)
 
     def inner_k(self, g, v):
-        return jnp.einsum("ik,...jk->...ij", g, v)
+        return jnp.einsum("ik,jk...->ij...", g, v)
 
     def mean_vec(self, a):
-        return jnp.mean(a, axis=-1)
+        return jnp.mean(a, axis=0)

@@ -46,6 +46,24 @@ class AbstractModel(eqx.Module):
     def solution(self, state, grid: TimeGrid) -> Any:
         """The typed result built from the completed history."""
 
+    @abc.abstractmethod
+    def time_axes(self) -> dict[str, int]:
+        """For each entry of the (dict) state, how many trailing axes of its arrays are time."""
+
+    def window(self, state: dict, size: int) -> dict:
+        """The leading `size` x `size` time block of every buffer (a copy)."""
+        def cut(x, k):
+            return x[(Ellipsis,) + (slice(0, size),) * k]
+        return {key: jtu.tree_map(lambda x: cut(x, k), state[key])
+                for key, k in self.time_axes().items()}
+
+    def unwindow(self, state: dict, small: dict) -> dict:
+        """Write a window back into the full buffers."""
+        def put(x, y, k):
+            return x.at[(Ellipsis,) + (slice(0, y.shape[-1]),) * k].set(y)
+        return {key: jtu.tree_map(lambda x, y: put(x, y, k), state[key], small[key])
+                for key, k in self.time_axes().items()}
+
 
 class Euler(eqx.Module):
     """Forward Euler, y_{n+1} = y_n + dt f(t_n, history): the scheme of spec section 6.
@@ -84,13 +102,28 @@ def _progress_every(steps: int) -> int:
     return max(1, steps // 10)
 
 
+def chunk_bounds(steps: int, chunks: int | None = None) -> list[tuple[int, int]]:
+    """Split the steps 0..steps-1 into `chunks` consecutive ranges of (nearly) equal length.
+
+    Default: one chunk below 256 steps, else 8.
+    """
+    if chunks is None:
+        chunks = 1 if steps < 256 else 8
+    chunks = max(1, min(chunks, steps))
+    edges = [round(j * steps / chunks) for j in range(chunks + 1)]
+    return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+
+
 def integrate(model: AbstractModel, grid: TimeGrid, stepper: Euler = Euler(),
-              progress: bool = False, label: str = "dmft"):
+              progress: bool = False, label: str = "dmft", chunks: int | None = None):
     """Solve `model` on `grid` with `stepper`; returns `model.solution(...)`.
 
-    The loop is a `lax.fori_loop` with static bounds (a `scan`, so reverse mode works).
-    With `progress=True` a line is printed every tenth of the run (host callback gated by
-    `lax.cond`, so the cost on the other steps is negligible).
+    Each chunk of steps is a `lax.fori_loop` with static bounds (a `scan`, so reverse mode
+    works). Causality means that the steps n < L - 1 only read and write the leading L x L
+    block of the history, so a chunk ending at step L - 1 runs on that block alone: the work
+    of N steps drops from ~N^3 to ~0.4 N^3 with 8 chunks (each chunk compiles separately).
+    With `progress=True` a line is printed every tenth of the run (a host callback gated by
+    `lax.cond`, negligible on the other steps).
     """
     state = model.init(grid)
     every = _progress_every(grid.steps)
@@ -101,17 +134,22 @@ def integrate(model: AbstractModel, grid: TimeGrid, stepper: Euler = Euler(),
             jax.lax.cond(n % every == 0, lambda: jax.debug.callback(report, n), lambda: None)
         return stepper.step(model, n, s, grid)
 
-    state = jax.lax.fori_loop(0, grid.steps, body, state)
+    for lo, hi in chunk_bounds(grid.steps, chunks):
+        if hi + 1 >= grid.size:
+            state = jax.lax.fori_loop(lo, hi, body, state)
+        else:
+            small = jax.lax.fori_loop(lo, hi, body, model.window(state, hi + 1))
+            state = model.unwindow(state, small)
     state, _, _ = model.row(grid.steps, state, grid)
     return model.solution(state, grid)
 
 
 @eqx.filter_jit
 def solve(model: AbstractModel, grid: TimeGrid, stepper: Euler = Euler(),
-          progress: bool = False, label: str = "dmft"):
+          progress: bool = False, label: str = "dmft", chunks: int | None = None):
     """`integrate`, compiled with `eqx.filter_jit`: arrays (physics, dt) are traced, sizes and
     flags static, so new parameter values reuse the compilation."""
-    return integrate(model, grid, stepper, progress, label)
+    return integrate(model, grid, stepper, progress, label, chunks)
 
 
 def first_bad_index(bad: jax.Array) -> jax.Array:

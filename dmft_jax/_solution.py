@@ -20,10 +20,12 @@ class Solution(eqx.Module):
     under `General(m)` an m x m block.
 
     **Fields:** `t` (N+1,); `a` (N+1, *vec) second-layer weights; `v` (N+1, *vec, k) overlaps
-    with the target directions; `nu`, `rho` (N+1, ...) Lagrange multiplier and int R_A;
-    `C`, `R` (N+1, N+1, *mat) with `C[n, l]` = C(t_n, t_l) (full square, C_ij(t,s) = C_ji(s,t))
-    and `R[n, l]` = R(t_n, t_l) (zero for l >= n); `C_A`, `R_A` (N+1, N+1) from [C.19]
-    (R_A with 1/dt on its diagonal); `e_tr`, `e_ts` (N+1,) train and test errors [C.24, C.25].
+    with the target directions; `nu` (N+1, *vec), `rho` (N+1,) Lagrange multiplier and
+    int R_A; `C`, `R` (*mat, N+1, N+1) with `C[..., n, l]` = C(t_n, t_l) (full square,
+    C_ij(t,s) = C_ji(s,t)) and `R[..., n, l]` = R(t_n, t_l) (zero for l >= n); `C_A`, `R_A`
+    (N+1, N+1) from [C.19] (R_A with 1/dt on its diagonal); `e_tr`, `e_ts` (N+1,) train and
+    test errors [C.24, C.25]. (*vec, *mat) are () and (2,) under `Symmetric`, (m,) and (m, m)
+    under `General`.
     """
 
     t: Array
@@ -53,7 +55,7 @@ class Solution(eqx.Module):
     def _component(self, x: Array, which: int) -> Array:
         if not isinstance(self.algebra, Symmetric):
             raise ValueError("C_d, C_o, R_d, R_o are defined for the symmetric DMFT; use C, R")
-        return x[..., which]
+        return x[which]
 
     @property
     def C_d(self) -> Array:
@@ -76,7 +78,7 @@ class Solution(eqx.Module):
     @property
     def bad_rows(self) -> Array:
         """Boolean (N+1,): rows with a non-finite value or a correlation |C| > 1."""
-        axes = tuple(range(1, self.C.ndim))
+        axes = tuple(range(self.C.ndim - 2)) + (self.C.ndim - 1,)
         over = jnp.max(jnp.abs(self.C), axis=axes) > 1.0 + CORRELATION_TOLERANCE
         finite = jnp.isfinite(self.e_tr) & jnp.isfinite(self.e_ts)
         finite &= jnp.all(jnp.isfinite(self.a.reshape(self.a.shape[0], -1)), axis=1)
