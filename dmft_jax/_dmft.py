@@ -13,10 +13,12 @@ R_A and C_A (L, L).
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 
-from ._algebra import AbstractAlgebra
+from ._algebra import AbstractAlgebra, General, Symmetric
 from ._covariance import AbstractKernel, Target
 from ._grid import TimeGrid
 from ._integrate import AbstractModel
@@ -223,3 +225,126 @@ class DMFT(AbstractModel):
             e_ts=self.test_error(s["a"], s["v"], c_eq),
             algebra=self.algebra,
         )
+
+
+# ------------------------------------------------------------------------------ construction
+def _concrete(x):
+    """x as a NumPy array, or None while tracing (checks then ran on the concrete call)."""
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _check_scalar(name: str, value, lower: float, strict: bool) -> Array:
+    val = _concrete(value)
+    if val is not None:
+        if val.ndim != 0 or not np.isfinite(val):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if (strict and not val > lower) or (not strict and not val >= lower):
+            op = ">" if strict else ">="
+            raise ValueError(f"{name} must be {op} {lower}, got {float(val)}")
+    return jnp.asarray(value, dtype=jnp.result_type(float))
+
+
+def _check_kernel(h: AbstractKernel) -> AbstractKernel:
+    """The DMFT needs a finite h''(1): reject kernels (ReLU) whose memory term diverges.
+
+    In the scheme of spec section 6, C_ii(t + dt, t) = 1 exactly while R_ii(t + dt, t) = 1, so
+    M^R contains h''(1) R: with ReLU's h''(q) ~ 1/sqrt(1 - q) the continuous-time memory
+    integral diverges logarithmically (1 - C_ii(t, s) ~ (t - s)^2). A Hermite truncation of the
+    activation (`covariance("relu", degree=K)`) is smooth and has a finite h''(1).
+    """
+    val = _concrete(h.d2(jnp.ones(())))
+    if val is not None and not np.isfinite(val):
+        raise ValueError(
+            "h''(1) is infinite for this covariance (e.g. ReLU's arc-cosine kernel): the DMFT "
+            "memory term h''(C_d) R_d diverges logarithmically at equal times. Use a smooth "
+            "activation, or the degree-K Hermite truncation covariance('relu', degree=K).")
+    return h
+
+
+def _target_or_noise(target: Target | None) -> Target:
+    return Target.pure_noise() if target is None else target
+
+
+def symmetric_dmft(h, target: Target | None = None, *, tau, alpha, m: int, a0=None,
+                   gamma0=None, freeze_a: bool = False) -> DMFT:
+    """The symmetric DMFT (SymmDMFT, spec section 5) with validated parameters.
+
+    Symmetric initialization: w_i(0) iid uniform on the sphere (C(0,0) = I, v(0) = 0) and
+    a_i(0) = a0 for all i; mean-field scale `a0`, or lazy scale `gamma0` (a0 = gamma0 sqrt(m)).
+
+    **Arguments:** `h` a kernel or a `covariance` spec; `target` a `Target` (None: pure noise);
+    `tau` >= 0; `alpha` = n / (m d) > 0; `m` >= 1 (static); exactly one of `a0`, `gamma0`;
+    `freeze_a` keeps a(t) = a0.
+    """
+    from ._covariance import covariance
+    if int(m) != m or m < 1:
+        raise ValueError(f"the width m must be an integer >= 1, got {m}")
+    if (a0 is None) == (gamma0 is None):
+        raise ValueError("give exactly one of a0 (mean-field scale) and gamma0 (lazy scale)")
+    alpha = _check_scalar("alpha", alpha, 0.0, strict=True)
+    a0 = (_check_scalar("a0", a0, -np.inf, strict=False) if gamma0 is None
+          else _check_scalar("gamma0", gamma0, -np.inf, strict=False) * np.sqrt(m))
+    target = _target_or_noise(target)
+    return DMFT(
+        algebra=Symmetric(int(m)), h=_check_kernel(covariance(h)), target=target,
+        tau=_check_scalar("tau", tau, 0.0, strict=False), alpha_bar=alpha * m,
+        a0=a0, c0=jnp.array([1.0, 0.0], a0.dtype), v0=jnp.zeros(target.k, a0.dtype),
+        freeze_a=freeze_a)
+
+
+def check_initialization(a, C, v, k: int, atol: float = 1e-8):
+    """Validate a general initialization (a (m,), C (m, m), v (m, k) or None) and return arrays.
+
+    C must be a Gram matrix of unit vectors (symmetric, unit diagonal, positive semidefinite);
+    with v, the joint Gram matrix [[C, v], [v^T, I_k]] of (w_i, u_j) must be PSD too.
+    """
+    a, C = np.asarray(a, dtype=np.float64), np.asarray(C, dtype=np.float64)
+    if a.ndim != 1 or a.shape[0] < 1:
+        raise ValueError(f"a must have shape (m,), got {a.shape}")
+    m = a.shape[0]
+    if C.shape != (m, m):
+        raise ValueError(f"C must have shape (m, m) = ({m}, {m}) to match a, got {C.shape}")
+    v = np.zeros((m, k)) if v is None else np.asarray(v, dtype=np.float64)
+    if v.shape != (m, k):
+        raise ValueError(f"v must have shape (m, k) = ({m}, {k}) (k from the target), got {v.shape}")
+    for name, x in (("a", a), ("C", C), ("v", v)):
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{name} has non-finite entries")
+    if not np.allclose(C, C.T, atol=atol):
+        raise ValueError("C is not symmetric: not a Gram matrix of the w_i(0)")
+    if not np.allclose(np.diag(C), 1.0, atol=atol):
+        raise ValueError(f"C must have unit diagonal (||w_i|| = 1), got diag {np.diag(C).tolist()}")
+    joint = np.block([[C, v], [v.T, np.eye(k)]])
+    low = np.linalg.eigvalsh((joint + joint.T) / 2).min()
+    if low < -atol * max(1, m):
+        what = "C" if np.linalg.eigvalsh((C + C.T) / 2).min() < -atol * m else "[[C, v], [v^T, I]]"
+        raise ValueError(f"{what} is not positive semidefinite (smallest eigenvalue {low:.3g}): "
+                         "no unit vectors w_i have these overlaps")
+    return a, C, v
+
+
+def general_dmft(h, target: Target | None = None, *, tau, a, C, v=None, alpha=None,
+                 alpha_bar=None, freeze_a: bool = False) -> DMFT:
+    """The general DMFT (spec section 4) from a deterministic initialization, validated.
+
+    **Arguments:** `h`, `target`, `tau` as in `symmetric_dmft`; `a` (m,) the a_i(0); `C` (m, m)
+    the overlaps <w_i(0), w_j(0)>; `v` (m, k) the overlaps U^T w_i(0) (default 0); exactly one
+    of `alpha` = n / (m d) and `alpha_bar` = n / d.
+    """
+    from ._covariance import covariance
+    target = _target_or_noise(target)
+    if (alpha is None) == (alpha_bar is None):
+        raise ValueError("give exactly one of alpha (= n/(m d)) and alpha_bar (= n/d)")
+    a, C, v = check_initialization(a, C, v, target.k)
+    m = a.shape[0]
+    alpha_bar = (_check_scalar("alpha_bar", alpha_bar, 0.0, strict=True) if alpha is None
+                 else _check_scalar("alpha", alpha, 0.0, strict=True) * m)
+    dtype = jnp.result_type(float)
+    return DMFT(
+        algebra=General(m), h=_check_kernel(covariance(h)), target=target,
+        tau=_check_scalar("tau", tau, 0.0, strict=False), alpha_bar=alpha_bar,
+        a0=jnp.asarray(a, dtype), c0=jnp.asarray(C, dtype), v0=jnp.asarray(v, dtype),
+        freeze_a=freeze_a)
