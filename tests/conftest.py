@@ -1,0 +1,17 @@
+"""Test configuration: float64 (the library never sets it), a persistent compilation cache,
+the repository root on sys.path (for the independent NumPy reference in benchmarks/)."""
+
+import os
+import pathlib
+import sys
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+_cache = os.environ.get("DMFT_JAX_TEST_CACHE", str(ROOT / ".jax_cache"))
+jax.config.update("jax_compilation_cache_dir", _cache)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
