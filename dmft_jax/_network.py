@@ -188,26 +188,39 @@ class Dataset(eqx.Module):
         return (jnp.arange(self.X.shape[0]) < self.n).astype(self.X.dtype)
 
 
+def _orthonormalize(g: Array) -> Array:
+    # Gram-Schmidt on the k columns of a Gaussian matrix: Haar-distributed orthonormal columns
+    # (k is small; cheaper to compile than a QR).
+    cols = []
+    for j in range(g.shape[1]):
+        u = g[:, j]
+        for c in cols:
+            u = u - (c @ u) * c
+        cols.append(u / jnp.linalg.norm(u))
+    return jnp.stack(cols, axis=1)
+
+
 def index_directions(key, d: int, k: int, dtype=None) -> Array:
-    """U in R^{d x k} with U^T U = I_k, uniformly random (QR of a Gaussian matrix)."""
+    """U in R^{d x k} with U^T U = I_k, uniformly random (Haar)."""
     dtype = jnp.result_type(float) if dtype is None else dtype
-    q, r = jnp.linalg.qr(jr.normal(key, (d, k), dtype))
-    return q * jnp.sign(jnp.diagonal(r))  # sign fix: Haar-distributed
+    return _orthonormalize(jr.normal(key, (d, k), dtype))
 
 
 def make_dataset(key, prob: Problem, *, n: int, d: int, n_used: ArrayLike | None = None,
                  dtype=None) -> Dataset:
     """n iid samples x ~ N(0, I_d) with clean labels phi(U^T x) and unit noise (spec [2.1]).
 
-    `n_used` (default n) marks how many leading rows a run trains on.
+    U is Haar-random. `n_used` (default n) marks how many leading rows a run trains on.
     """
     dtype = jnp.result_type(float) if dtype is None else dtype
-    k_u, k_x, k_e = jr.split(key, 3)
-    U = index_directions(k_u, d, prob.k, dtype)
-    X = jr.normal(k_x, (n, d), dtype)
+    k = prob.k
+    # One Gaussian draw split into X, eps and U (fewer random ops to compile).
+    z = jr.normal(key, (n * d + n + d * k,), dtype)
+    X = z[: n * d].reshape(n, d)
+    noise = z[n * d: n * d + n]
+    U = _orthonormalize(z[n * d + n:].reshape(d, k))
     n_used = n if n_used is None else n_used
-    return Dataset(X=X, clean=prob.phi_of(X @ U), noise=jr.normal(k_e, (n,), dtype), U=U,
-                   n=jnp.asarray(n_used))
+    return Dataset(X=X, clean=prob.phi_of(X @ U), noise=noise, U=U, n=jnp.asarray(n_used))
 
 
 # ---------------------------------------------------------------------- population quantities

@@ -201,15 +201,18 @@ def train(key, prob: Problem, protocol: Protocol, *, a0: ArrayLike, lr: ArrayLik
         first_bad = jnp.where((first_bad < 0) & bad, jnp.asarray(i, first_bad.dtype), first_bad)
         return (a, project(W, p.projection)), opt_state, first_bad
 
+    def steps(carry, j):
+        return jax.lax.fori_loop(0, p.record_every, lambda i, c: step(j * p.record_every + i, c),
+                                 carry)
+
     def chunk(carry, j):
-        carry = jax.lax.fori_loop(0, p.record_every,
-                                  lambda i, c: step(j * p.record_every + i, c), carry)
+        # Record j follows chunk j - 1 of steps (none before record 0); `j` is not batched, so
+        # the cond stays a branch under vmap, and the observation is traced only once.
+        carry = jax.lax.cond(j > 0, steps, lambda c, j: c, carry, j - 1)
         return carry, _observe(prob, carry[0], W0, data, y, tau)
 
     carry = (params, opt.init(params), jnp.asarray(-1, jnp.int32))
-    (params, _, first_bad), recs = jax.lax.scan(chunk, carry, jnp.arange(p.records - 1))
-    rec0 = _observe(prob, (net.a, net.W), W0, data, y, tau)
-    recs = {key: jnp.concatenate([rec0[key][None], recs[key]]) for key in OBSERVABLES}
+    (params, _, first_bad), recs = jax.lax.scan(chunk, carry, jnp.arange(p.records))
     dt = lr * d / n
     t = dt * p.record_every * jnp.arange(p.records, dtype=dtype)
     bad_rec = ~jnp.isfinite(recs["e_tr"]) | (recs["e_tr"] > limit)
