@@ -274,7 +274,7 @@ class Lz2(AbstractModel):
 
     def row(self, n, s, grid: TimeGrid):
         dt, ht, g2 = grid.dt, Linearless(self.h), self.gamma0**2
-        past = _past(n, grid.size)
+        past = _past(n, s["nu"].shape[-1])
         c_n, r_n = s["C"][n], s["R"][n]
         dh = ht.d1(c_n)
         sigma_r = jnp.where(past, g2 * dh * r_n, 0.0)
@@ -367,7 +367,7 @@ class Mf2(AbstractModel):
 
     def row(self, n, s, grid: TimeGrid):
         dt, h = grid.dt, self.h
-        past = _past(n, grid.size)
+        past = _past(n, s["nu"].shape[-1])
         c_n, r_n, a = s["C"][n], s["R"][n], s["a"]
         w = jnp.where(past, self.alpha * self.tau**2 * a, 0.0)      # alpha tau^2 a(s)
         k2 = w * d2_times(h, c_n, r_n)                               # .. h''(C_d) R_d
@@ -463,7 +463,7 @@ class H2(AbstractModel):
 
     def row(self, n, s, grid: TimeGrid):
         dt, h, a2 = grid.dt, self.h, self.a**2
-        past = _past(n, grid.size)
+        past = _past(n, s["nu"].shape[-1])
         cd, co, rd, ro = s["C_d"][n], s["C_o"][n], s["R_d"][n], s["R_o"][n]
         sigma_r = jnp.where(past, a2 * (h.d1(cd) * rd + h.d1(co) * ro), 0.0)
         sigma_c = jnp.where(past, self.tau**2 + a2 * h(co), 0.0)
