@@ -24,6 +24,7 @@ Sizes and the schedule are static (`Protocol`); the physics (a0, lr, tau, alpha)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import equinox as eqx
@@ -151,6 +152,23 @@ def _batch_indices(key, n_max: int, n, b: int) -> Array:
     return jax.lax.top_k(u, b)[1]
 
 
+def setup(key, prob: Problem, protocol: Protocol, *, a0: ArrayLike, alpha: ArrayLike):
+    """The training set and the initial network of the run with this key (as `train` uses them).
+
+    Returns `(data, net)`: `Dataset` with n_max rows of which n = round(alpha m d) are used, and
+    the symmetric initialization (`init_network`) with the protocol's projection. The key's
+    children `fold_in(key, 0)`, `fold_in(key, 1)`, `fold_in(key, 2)` draw data, W(0), batches.
+    """
+    p = protocol
+    dtype = jnp.dtype(p.dtype) if p.dtype else jnp.result_type(float)
+    n_max = p.n_max if p.n_max is not None else n_samples(alpha, p.m, p.d)
+    n = jnp.clip(jnp.round(jnp.asarray(alpha, dtype) * p.m * p.d), 1, n_max)  # = n_samples
+    data = make_dataset(jr.fold_in(key, 0), prob, n=n_max, d=p.d, n_used=n, dtype=dtype)
+    net = init_network(jr.fold_in(key, 1), p.m, p.d, a0=a0, sigma=prob.sigma,
+                       projection=p.projection, dtype=dtype)
+    return data, net
+
+
 def train(key, prob: Problem, protocol: Protocol, *, a0: ArrayLike, lr: ArrayLike,
           tau: ArrayLike, alpha: ArrayLike) -> Trajectory:
     """Train one network by projected SGD / GD and record its observables.
@@ -168,18 +186,18 @@ def train(key, prob: Problem, protocol: Protocol, *, a0: ArrayLike, lr: ArrayLik
 
     **Returns:** a `Trajectory` with `protocol.records` times.
     """
-    m, d, p = protocol.m, protocol.d, protocol
+    p = protocol
+    if p.n_max is None:
+        p = dataclasses.replace(p, n_max=n_samples(alpha, p.m, p.d))
     dtype = jnp.dtype(p.dtype) if p.dtype else jnp.result_type(float)
-    n_max = p.n_max if p.n_max is not None else n_samples(alpha, m, d)
+    n_max = p.n_max
     a0, lr, tau, alpha = (jnp.asarray(x, dtype) for x in (a0, lr, tau, alpha))
     prob = jax.tree_util.tree_map(
         lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, prob)
-    n = jnp.clip(jnp.round(alpha * m * d), 1, n_max)  # = n_samples(alpha, m, d)
-    k_data, k_init, k_sgd = jr.split(key, 3)
-    data = make_dataset(k_data, prob, n=n_max, d=d, n_used=n, dtype=dtype)
+    data, net = setup(key, prob, p, a0=a0, alpha=alpha)
+    k_sgd = jr.fold_in(key, 2)
+    n, d = data.n, p.d
     y = data.labels(tau)
-    net = init_network(k_init, m, d, a0=a0, sigma=prob.sigma, projection=p.projection,
-                       dtype=dtype)
     params, W0 = (net.a, net.W), net.W
     opt = optax.sgd(lr)
     full = (data.X, y, data.weights(), n)
