@@ -128,16 +128,13 @@ def _backward(params, static, final: dict, bar: dict, chunks):
     steps, stepper = grid.steps, Euler()
     advancing = advancing_keys(model, final, grid)
 
-    def row_last(p, s):
-        mod, grd = eqx.combine(p, static)
-        return mod.row(steps, s, grd)[0]
-
     def step(p, n, s):
         mod, grd = eqx.combine(p, static)
         return stepper.step(mod, n, s, grd)
 
-    _, pullback = jax.vjp(row_last, params, state_before(model, final, steps, advancing))
-    p_bar, bar = pullback(bar)
+    # The final `model.row(N)` is Euler step N: its writes of row N + 1 fall outside the
+    # buffers and are dropped (JAX scatter semantics), so the last chunk starts at n = N.
+    p_bar = jtu.tree_map(jnp.zeros_like, params)
 
     for lo, hi in reversed(chunk_bounds(steps, chunks)):
         full = hi + 1 >= grid.size
@@ -152,7 +149,7 @@ def _backward(params, static, final: dict, bar: dict, chunks):
             return _tree_add(acc, dp), b
 
         b0 = bar if full else model.window(bar, hi + 1)
-        p_bar, b = jax.lax.fori_loop(0, hi - lo, body, (p_bar, b0))
+        p_bar, b = jax.lax.fori_loop(-int(full), hi - lo, body, (p_bar, b0))
         bar = b if full else model.unwindow(bar, b)
 
     def init(p):
@@ -238,8 +235,9 @@ def _set_phihat(model, grid, delta, p):
 def _shape_of(model, grid, name: str, p):
     if name in ("a0", "gamma0"):
         return jnp.shape(model.a0)
-    if name == "h" and p is None:
-        return _polynomial(model.h, "h").coeffs.shape
+    if name == "h":
+        shape = _polynomial(model.h, "h").coeffs.shape
+        return shape if p is None else ()
     if name == "phihat":
         kernels = [_polynomial(kern, "phihat") for kern in model.target.kernels]
         n = max(kern.coeffs.shape[0] for kern in kernels)

@@ -1,0 +1,136 @@
+"""`dmft-jax grad`: exact derivatives of one DMFT observable with respect to hyperparameters.
+
+    dmft-jax grad --a0 1 --tau 0.3 --alpha 0.5 --m 4 --steps 200 --dt 0.05 \\
+        --observable e_ts --time 5 --wrt a0,tau,alpha,h1,dt --mode reverse
+
+prints one JSON line {"value": ..., "grad": {"a0": ..., ...}, "mode": ..., "seconds": ...}
+(`seconds`: the value-and-gradient run after compilation, `compile_seconds` separately).
+Array-valued observables (a, v of the general DMFT) give lists and the Jacobian.
+Physics and grid flags are those of `dmft-jax solve`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+
+from ._cli import (
+    COMMANDS,
+    SolveError,
+    UsageError,
+    add_grid_arguments,
+    add_physics_arguments,
+    grid_from_args,
+    model_from_args,
+    stability_dt,
+)
+
+_TIMED = ("e_ts", "e_tr", "gap", "gamma", "a", "v")
+_TEMPERED = ("min_e_ts", "argmin_time")
+
+
+def _add_grad(p):
+    from ._observables import OBSERVABLES
+    add_physics_arguments(p)
+    add_grid_arguments(p)
+    g = p.add_argument_group("derivative")
+    g.add_argument("--observable", default="e_ts", choices=sorted(OBSERVABLES),
+                   help="the quantity to differentiate (default e_ts)")
+    g.add_argument("--time", type=float, default=None, metavar="T",
+                   help=f"time at which {', '.join(_TIMED)} are read (linear interpolation; "
+                        "default: the last grid time)")
+    g.add_argument("--temperature", type=float, default=None, metavar="X",
+                   help="min_e_ts / argmin_time: soft-min temperature (default: exact min)")
+    g.add_argument("--wrt", default="a0", metavar="NAMES",
+                   help="comma-separated parameters: a0, gamma0, tau, alpha, alpha_bar, norm2, "
+                        "dt, h, h<p>, phihat, phihat<p> (Taylor coefficient of q^p; with "
+                        "--target same phihat is a separate copy of h: --wrt h moves h only)")
+    g.add_argument("--mode", default="reverse", choices=("forward", "reverse"),
+                   help="reverse (adjoint, default) or forward mode; both O(N^2) memory")
+    g.add_argument("--chunks", type=int, default=None, help="causal chunks of the loop")
+
+
+def _observable(args, grid):
+    import jax.tree_util as jtu
+
+    from ._observables import OBSERVABLES
+    name = args.observable
+    if args.time is not None:
+        if name not in _TIMED:
+            raise UsageError(f"--time does not apply to --observable {name} "
+                             f"(only {', '.join(_TIMED)})")
+        t_max = float(grid.t_max)
+        if not (math.isfinite(args.time) and 0.0 <= args.time <= t_max):
+            raise UsageError(f"--time must lie in [0, {t_max:g}] (steps * dt), got {args.time}")
+    if args.temperature is not None:
+        if name not in _TEMPERED:
+            raise UsageError(f"--temperature applies to --observable min_e_ts or argmin_time, "
+                             f"not {name}")
+        if not (math.isfinite(args.temperature) and args.temperature > 0):
+            raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+        return jtu.Partial(OBSERVABLES[name], temperature=args.temperature)
+    if args.time is not None:
+        return jtu.Partial(OBSERVABLES[name], time=args.time)
+    return OBSERVABLES[name]
+
+
+def _jsonable(x):
+    x = np.asarray(x)
+    return float(x) if x.ndim == 0 else x.tolist()
+
+
+def _run_grad(args) -> int:
+    import jax.tree_util as jtu
+
+    from . import _adjoint
+    model = model_from_args(args)
+    grid = grid_from_args(args)
+    if args.chunks is not None and args.chunks < 1:
+        raise UsageError(f"--chunks must be >= 1, got {args.chunks}")
+    observable = _observable(args, grid)
+    try:
+        wrt = _adjoint.parse_wrt(args.wrt)
+        _adjoint.zero_perturbations(model, grid, wrt)
+    except ValueError as err:
+        raise UsageError(f"--wrt: {err}") from None
+    t0 = time.perf_counter()
+    shape = _output_shape(observable, model, grid)
+    if shape != () and math.prod(shape) == 1:
+        observable = jtu.Partial(_as_scalar, observable)
+        shape = ()
+    fn = _adjoint.value_and_grad if shape == () else _adjoint.jacobian
+    call = (observable, model, grid, wrt, args.mode, args.chunks)
+    compiled = fn.lower(*call).compile()
+    t1 = time.perf_counter()
+    value, grads = compiled(*call)
+    value = np.asarray(value)
+    grads = {k: np.asarray(v) for k, v in grads.items()}
+    t2 = time.perf_counter()
+    if not (np.all(np.isfinite(value)) and all(np.all(np.isfinite(g)) for g in grads.values())):
+        a0 = float(np.max(np.abs(np.asarray(model.a0))))
+        suggest = min(stability_dt(model, a0), 0.5 * float(grid.dt))
+        raise SolveError(f"non-finite value or gradient: the solve diverged (the step --dt "
+                         f"{float(grid.dt):g} may be too large for explicit Euler); "
+                         f"try --dt {suggest:.3g}")
+    print(json.dumps(dict(value=_jsonable(value), grad={k: _jsonable(g) for k, g in grads.items()},
+                          mode=args.mode, seconds=round(t2 - t1, 4),
+                          compile_seconds=round(t1 - t0, 4))))
+    return 0
+
+
+def _output_shape(observable, model, grid) -> tuple:
+    import equinox as eqx
+
+    from ._integrate import integrate
+    return eqx.filter_eval_shape(lambda m, g: observable(integrate(m, g)), model, grid).shape
+
+
+def _as_scalar(observable, sol):
+    return observable(sol).reshape(())
+
+
+COMMANDS["grad"] = ("derivatives of a DMFT observable w.r.t. hyperparameters (JSON line)",
+                    _add_grad, _run_grad)
