@@ -1,0 +1,125 @@
+"""The `dmft-jax` command line: agreement with an independent implementation, errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import numpy_reference as ref
+from dmft_jax._cli import main
+from dmft_jax._covariance import covariance
+
+CUBIC = [0.0, 0.9, 0.0, 1.0 / 6.0]
+
+
+def reference(case):
+    """The independent NumPy implementation of spec section 6 (benchmarks/numpy_reference.py)."""
+    h = covariance(CUBIC)
+    f = dict(h=lambda q: np.asarray(h(q)), dh=lambda q: np.asarray(h.d1(q)),
+             d2h=lambda q: np.asarray(h.d2(q)))
+    if case["target"] == "none":
+        f.update(phihat=None, grad_phihat=None, norm2=0.0)
+    else:
+        f.update(phihat=lambda v: float(h(v[0])), grad_phihat=lambda v: np.array([float(h.d1(v[0]))]),
+                 norm2=float(h(1.0)))
+    m = case["m"]
+    a0 = case.get("gamma0", 0) * np.sqrt(m) if "gamma0" in case else case["a0"]
+    return ref.solve_symmetric(tau=case["tau"], alpha=case["alpha"], m=m, a0=a0, dt=case["dt"],
+                               steps=case["steps"], freeze_a=case.get("freeze", False), **f)
+
+
+CASES = {
+    "pure-noise-lazy": dict(target="none", tau=0.6, alpha=0.4, m=8, gamma0=1.0, dt=0.02, steps=120),
+    "frozen-a": dict(target="same", tau=0.3, alpha=0.3, m=6, a0=1.5, dt=0.05, steps=100, freeze=True),
+    "single-index-mean-field": dict(target="same", tau=0.3, alpha=0.3, m=16, a0=1.0, dt=0.05,
+                                    steps=100),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_solve_out_matches_independent_implementation(name, tmp_path):
+    """`dmft-jax solve --out` agrees with the NumPy reference to 1e-8 relative (issue 2)."""
+    case = CASES[name]
+    out = tmp_path / "sol.npz"
+    argv = ["solve", "--h", ",".join(map(str, CUBIC)), "--target", case["target"],
+            "--tau", str(case["tau"]), "--alpha", str(case["alpha"]), "--m", str(case["m"]),
+            "--dt", str(case["dt"]), "--steps", str(case["steps"]), "--out", str(out)]
+    argv += ["--gamma0", str(case["gamma0"])] if "gamma0" in case else ["--a0", str(case["a0"])]
+    argv += ["--freeze-a"] if case.get("freeze") else []
+    assert main(argv) == 0
+    got, want = np.load(out), reference(case)
+    for key in ("t", "a", "v", "e_tr", "e_ts", "C_d", "C_o", "R_d", "R_o", "nu"):
+        x, y = np.asarray(got[key]), np.asarray(want[key]).reshape(np.shape(got[key]))
+        scale = max(np.max(np.abs(y)), 1e-300)
+        assert np.max(np.abs(x - y)) <= 1e-8 * scale, (key, np.max(np.abs(x - y)) / scale)
+    assert got["v"].shape == (case["steps"] + 1, 1)
+
+
+def test_json_summary(capsys):
+    assert main(["solve", "--steps", "20", "--m", "4", "--json"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads(line)
+    assert {"e_tr", "e_ts", "wall_time_s", "compile_time_s"} <= set(summary)
+    assert summary["e_tr"] <= summary["e_ts"]
+
+
+BAD = [
+    (["--m", "0"], "--m"),
+    (["--dt", "0"], "--dt"),
+    (["--dt", "-0.1"], "--dt"),
+    (["--steps", "0"], "--steps"),
+    (["--alpha", "0"], "--alpha"),
+    (["--alpha", "-1"], "--alpha"),
+    (["--tau", "-0.5"], "--tau"),
+    (["--h", "0,-0.5,1"], "--h"),
+    (["--h", "0,0,0"], "--h"),
+    (["--phihat", "0,1;0,1", "--k", "3"], "k"),
+    (["--m", "two"], "--m"),
+    (["--activation", "sigmoid"], "--activation"),
+]
+
+
+@pytest.mark.parametrize("extra,flag", BAD)
+def test_bad_input_is_one_line_naming_the_flag(extra, flag, capsys):
+    assert main(["solve", "--steps", "5"] + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err and "Traceback" not in err, err
+
+
+def test_bad_init_file(tmp_path, capsys):
+    path = tmp_path / "init.npz"
+    np.savez(path, a=np.ones(2), C=np.array([[1.0, 0.3], [0.2, 1.0]]))
+    assert main(["solve", "--init", str(path), "--steps", "5"]) == 2
+    assert "symmetric" in capsys.readouterr().err
+    np.savez(path, a=np.ones(2), C=np.eye(2), v=np.zeros((2, 2)))
+    assert main(["solve", "--init", str(path), "--steps", "5"]) == 2
+    assert "mismatched k" in capsys.readouterr().err
+
+
+def test_diverging_solve_names_time_and_step(tmp_path, capsys):
+    out = tmp_path / "bad.npz"
+    code = main(["solve", "--gamma0", "3", "--dt", "0.5", "--steps", "60", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "diverged at t =" in err and "try --dt" in err
+    assert not out.exists()
+
+
+def test_general_init_writes_documented_layout(tmp_path):
+    init, out = tmp_path / "init.npz", tmp_path / "gen.npz"
+    C = np.eye(3)
+    C[0, 1] = C[1, 0] = 0.5
+    np.savez(init, a=np.array([1.0, -0.5, 0.7]), C=C, v=np.array([[0.1], [0.0], [0.2]]))
+    assert main(["solve", "--init", str(init), "--steps", "20", "--out", str(out)]) == 0
+    got = np.load(out)
+    assert got["a"].shape == (21, 3) and got["v"].shape == (21, 3, 1)
+    assert got["C"].shape == (21, 21, 3, 3) and got["R"].shape == (21, 21, 3, 3)
+    np.testing.assert_allclose(got["C"][0, 0], C)
+
+
+def test_module_entry_point_runs():
+    proc = subprocess.run([sys.executable, "-m", "dmft_jax", "solve", "--steps", "10", "--m", "2",
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "e_ts" in json.loads(proc.stdout.strip().splitlines()[-1])
