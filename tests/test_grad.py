@@ -12,6 +12,7 @@ jax.config.update("jax_enable_x64", True)
 import json  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
+import jax.random as jr  # noqa: E402
 import jax.tree_util as jtu  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -23,6 +24,9 @@ from dmft_jax._covariance import covariance, target  # noqa: E402
 from dmft_jax._dmft import general_dmft, symmetric_dmft  # noqa: E402
 from dmft_jax._grid import TimeGrid  # noqa: E402
 from dmft_jax._integrate import Euler  # noqa: E402
+from dmft_jax._network import problem  # noqa: E402
+from dmft_jax._train import Protocol  # noqa: E402
+from dmft_jax._trainer_grad import trainer_value, trainer_value_and_grad  # noqa: E402
 
 H = [0.0, 0.9, 0.5, 0.1]
 PHIHAT = [0.0, 0.8, 0.3]
@@ -164,40 +168,52 @@ def test_state_before_rebuilds_each_step(solved):
     """Masking the final history gives the state before step n (every entry is written once),
     for every n and for the final row."""
     model, grid, final = solved
-    step = jax.jit(lambda n, s: Euler().step(model, n, s, grid))
-    states = [model.init(grid)]
-    for n in range(grid.steps):
-        states.append(step(n, states[-1]))
     keys = adj.advancing_keys(model, final, grid)
     assert keys == {"a", "v", "C", "R"}
-    for n, want in enumerate(states):
-        got = adj.state_before(model, final, n, keys)
-        for a, b in zip(jtu.tree_leaves(got), jtu.tree_leaves(want)):
-            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-16)
-            np.testing.assert_array_equal(a == 0, b == 0)
-    # The final row N is Euler step N (the writes of row N + 1 are dropped): the backward
+
+    @jax.jit
+    def replay(final):
+        # (state after n steps, masked final history) for n = 0..N, and step N.
+        def body(s, n):
+            return Euler().step(model, n, s, grid), (s, adj.state_before(model, final, n, keys))
+        last, pairs = jax.lax.scan(body, model.init(grid), jnp.arange(grid.steps + 1))
+        return pairs, last
+
+    (want, got), last = replay(final)
+    for a, b in zip(jtu.tree_leaves(got), jtu.tree_leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-16)
+        np.testing.assert_array_equal(a == 0, b == 0)
+    # Step N of the scan is the final row N (its writes of row N + 1 are dropped): the backward
     # pass relies on it.
-    last = step(grid.steps, states[-1])
     for a, b in zip(jtu.tree_leaves(last), jtu.tree_leaves(final)):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-16)
 
 
 def test_observables(solved):
     model, grid, final = solved
-    sol = model.solution(final, grid)
+
+    @jax.jit
+    def values(final):
+        sol = model.solution(final, grid)
+        return sol, dict(at=obs.e_ts(sol, T), end=obs.e_ts(sol), node=obs.e_ts(sol, 2 * DT),
+                         many=obs.e_ts(sol, jnp.array([0.0, T])), gap=obs.gap(sol, T),
+                         e_tr=obs.e_tr(sol, T), min=obs.min_e_ts(sol),
+                         soft=obs.min_e_ts(sol, temperature=1e-4),
+                         t_soft=obs.argmin_time(sol, temperature=1e-6),
+                         t_min=obs.argmin_time(sol))
+
+    sol, out = values(final)
+    e = np.asarray(sol.e_ts)
     i = int(np.floor(T / DT))
     w = T / DT - i
-    np.testing.assert_allclose(obs.e_ts(sol, T), (1 - w) * sol.e_ts[i] + w * sol.e_ts[i + 1])
-    np.testing.assert_allclose(obs.e_ts(sol), sol.e_ts[-1])
-    np.testing.assert_allclose(obs.e_ts(sol, 2 * DT), sol.e_ts[2], rtol=1e-14)
-    np.testing.assert_allclose(obs.e_ts(sol, jnp.array([0.0, T])),
-                               [sol.e_ts[0], obs.e_ts(sol, T)], rtol=1e-14)
-    np.testing.assert_allclose(obs.gap(sol, T), obs.e_ts(sol, T) - obs.e_tr(sol, T))
-    exact = obs.min_e_ts(sol)
-    assert exact == np.min(sol.e_ts)
-    soft = obs.min_e_ts(sol, temperature=1e-4)
-    assert exact - 1e-4 * np.log(STEPS + 1) - 1e-12 <= soft <= np.mean(sol.e_ts)
-    assert abs(obs.argmin_time(sol, temperature=1e-6) - obs.argmin_time(sol)) < 1e-9
+    np.testing.assert_allclose(out["at"], (1 - w) * e[i] + w * e[i + 1], rtol=1e-14)
+    np.testing.assert_allclose(out["end"], e[-1])
+    np.testing.assert_allclose(out["node"], e[2], rtol=1e-14)
+    np.testing.assert_allclose(out["many"], [e[0], out["at"]], rtol=1e-14)
+    np.testing.assert_allclose(out["gap"], out["at"] - out["e_tr"], rtol=1e-14)
+    assert out["min"] == e.min()
+    assert e.min() - 1e-4 * np.log(STEPS + 1) - 1e-12 <= out["soft"] <= e.mean()
+    assert abs(out["t_soft"] - out["t_min"]) < 1e-9 and out["t_min"] == sol.t[np.argmin(e)]
 
 
 def test_bad_names():
@@ -208,6 +224,27 @@ def test_bad_names():
         adj.value_and_grad(probe, model, grid, "a0", mode="sideways")
     with pytest.raises(ValueError, match="polynomial"):
         adj.zero_perturbations(symmetric_dmft("erf", tau=0.1, alpha=0.5, m=2, a0=1.0), grid, "h1")
+
+
+# ------------------------------------------------------------------------------- the trainer
+def test_trainer_meta_gradient_matches_finite_differences():
+    """d/d(a0, lr, tau) of the seed-averaged test error at a gradient-flow time, through 20
+    projected GD steps, against finite differences of the trainer with the same seeds."""
+    prob, proto = problem(H[:3], "same"), Protocol(m=3, d=16, steps=20, record_every=5)
+    keys = jr.split(jr.PRNGKey(0), 2)
+    hyper = dict(a0=1.0, lr=0.2, tau=0.3, alpha=0.5)
+    observable = jtu.Partial(obs.e_ts, time=0.9)   # records every 0.42: between two of them
+    value, grads = trainer_value_and_grad(observable, keys, prob, proto, **hyper,
+                                          wrt="a0,lr,tau")
+    np.testing.assert_allclose(value, trainer_value(observable, keys, prob, proto, **hyper),
+                               rtol=1e-13)
+    for name in ("a0", "lr", "tau"):
+        def at(x):
+            return float(trainer_value(observable, keys, prob, proto,
+                                       **dict(hyper, **{name: hyper[name] + x})))
+        eps = 1e-4
+        fd = (8 * (at(eps) - at(-eps)) - (at(2 * eps) - at(-2 * eps))) / (12 * eps)
+        assert abs(grads[name] - fd) < RTOL_FD * abs(fd), (name, float(grads[name]), fd)
 
 
 # ----------------------------------------------------------------------------------- the CLI
