@@ -136,6 +136,9 @@ def _run_sweep_core(args, *, grid: dict, dmft: bool):
     from ._sweep import sweep
     from ._train import gradient_flow_step
     prob, h, tgt = _physics(args)
+    # The DMFT uses the network's own h and target, except for ReLU, whose h''(1) is infinite:
+    # there the solve's degree-K Hermite truncation (--hermite-degree).
+    dmft_h = h if args.activation is not None and args.activation.lower() == "relu" else None
     _check_training(args, grid["alpha"])
     dts = [float(gradient_flow_step(lr, al, args.m, args.d))
            for lr in grid["lr"] for al in grid["alpha"]]
@@ -144,8 +147,8 @@ def _run_sweep_core(args, *, grid: dict, dmft: bool):
     try:
         res = sweep(prob, m=args.m, d=args.d, steps=steps, record_every=every,
                     seeds=args.seeds, seed=args.seed, batch=args.batch,
-                    projection=args.projection, freeze_a=args.freeze_a, dmft=dmft, dmft_h=h,
-                    dmft_target=tgt, dtype="float32" if args.float32 else None, **grid)
+                    projection=args.projection, freeze_a=args.freeze_a, dmft=dmft, dmft_h=dmft_h,
+                    dtype="float32" if args.float32 else None, **grid)
     except ValueError as err:
         raise UsageError(str(err)) from None
     return res, time.perf_counter() - t0

@@ -108,7 +108,7 @@ def problem(activation_spec="cubic", target_spec="same", *, k: int = 1) -> Probl
     """
     sigma = activation(activation_spec)
     s = _poly_hermite(activation_spec)
-    h = covariance(sigma if isinstance(sigma, HermiteActivation) else activation_spec)
+    h = covariance(activation_spec)  # given Taylor coefficients stay exact (s_p^2 may round)
     tgt = target(target_spec, activation_spec, k=k)
     phi, f = _phi_functions(target_spec, activation_spec, sigma, s, k)
     return Problem(sigma=sigma, h=h, target=tgt, phi=phi, k=int(k), sigma_hermite=s,
@@ -159,9 +159,16 @@ def init_network(key, m: int, d: int, *, a0: ArrayLike, sigma: eqx.Module,
     """Symmetric initialization (spec section 1): a_i(0) = a0 for all i, W(0) with iid N(0, 1/d)
     entries then projected (uniform on the sphere, or the paper's unit-ball protocol)."""
     dtype = jnp.result_type(float, a0) if dtype is None else dtype
-    W = jr.normal(key, (m, d), dtype) / math.sqrt(d)
-    a = jnp.full((m,), a0, dtype)
-    return TwoLayerNetwork(a=a, W=project(W, projection), sigma=sigma)
+    return network_from_normals(jr.normal(key, (m, d), dtype), a0=a0, sigma=sigma,
+                                projection=projection)
+
+
+def network_from_normals(z: Array, *, a0: ArrayLike, sigma: eqx.Module,
+                         projection: str = "sphere") -> TwoLayerNetwork:
+    """`init_network` from an (m, d) array of iid standard normals z."""
+    m, d = z.shape
+    a = jnp.full((m,), a0, z.dtype)
+    return TwoLayerNetwork(a=a, W=project(z / math.sqrt(d), projection), sigma=sigma)
 
 
 # -------------------------------------------------------------------------------------- data
@@ -213,12 +220,23 @@ def make_dataset(key, prob: Problem, *, n: int, d: int, n_used: ArrayLike | None
     U is Haar-random. `n_used` (default n) marks how many leading rows a run trains on.
     """
     dtype = jnp.result_type(float) if dtype is None else dtype
+    z = jr.normal(key, (dataset_draws(n, d, prob.k),), dtype)
+    return dataset_from_normals(z, prob, n=n, d=d, n_used=n_used)
+
+
+def dataset_draws(n: int, d: int, k: int) -> int:
+    """How many standard normals `dataset_from_normals` consumes."""
+    return n * d + n + d * k
+
+
+def dataset_from_normals(z: Array, prob: Problem, *, n: int, d: int,
+                         n_used: ArrayLike | None = None) -> Dataset:
+    """The `Dataset` built from iid standard normals z (`dataset_draws` of them): X, eps, then
+    the Gaussian matrix orthonormalized into U. (One random draw compiles faster than three.)"""
     k = prob.k
-    # One Gaussian draw split into X, eps and U (fewer random ops to compile).
-    z = jr.normal(key, (n * d + n + d * k,), dtype)
     X = z[: n * d].reshape(n, d)
     noise = z[n * d: n * d + n]
-    U = _orthonormalize(z[n * d + n:].reshape(d, k))
+    U = _orthonormalize(z[n * d + n: n * d + n + d * k].reshape(d, k))
     n_used = n if n_used is None else n_used
     return Dataset(X=X, clean=prob.phi_of(X @ U), noise=noise, U=U, n=jnp.asarray(n_used))
 

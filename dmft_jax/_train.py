@@ -39,8 +39,9 @@ from ._network import (
     Dataset,
     Problem,
     TwoLayerNetwork,
-    init_network,
-    make_dataset,
+    dataset_draws,
+    dataset_from_normals,
+    network_from_normals,
     population_risk,
     project,
 )
@@ -156,16 +157,19 @@ def setup(key, prob: Problem, protocol: Protocol, *, a0: ArrayLike, alpha: Array
     """The training set and the initial network of the run with this key (as `train` uses them).
 
     Returns `(data, net)`: `Dataset` with n_max rows of which n = round(alpha m d) are used, and
-    the symmetric initialization (`init_network`) with the protocol's projection. The key's
-    children `fold_in(key, 0)`, `fold_in(key, 1)`, `fold_in(key, 2)` draw data, W(0), batches.
+    the symmetric initialization (`init_network`) with the protocol's projection. Both come from
+    one Gaussian draw with `fold_in(key, 0)` (data first, then W(0)); `fold_in(key, 2)` draws
+    the SGD batches.
     """
     p = protocol
     dtype = jnp.dtype(p.dtype) if p.dtype else jnp.result_type(float)
     n_max = p.n_max if p.n_max is not None else n_samples(alpha, p.m, p.d)
     n = jnp.clip(jnp.round(jnp.asarray(alpha, dtype) * p.m * p.d), 1, n_max)  # = n_samples
-    data = make_dataset(jr.fold_in(key, 0), prob, n=n_max, d=p.d, n_used=n, dtype=dtype)
-    net = init_network(jr.fold_in(key, 1), p.m, p.d, a0=a0, sigma=prob.sigma,
-                       projection=p.projection, dtype=dtype)
+    size = dataset_draws(n_max, p.d, prob.k)
+    z = jr.normal(jr.fold_in(key, 0), (size + p.m * p.d,), dtype)
+    data = dataset_from_normals(z[:size], prob, n=n_max, d=p.d, n_used=n)
+    net = network_from_normals(z[size:].reshape(p.m, p.d), a0=a0, sigma=prob.sigma,
+                               projection=p.projection)
     return data, net
 
 
