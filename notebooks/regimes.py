@@ -1,0 +1,201 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Time scales of wide two-layer networks: lazy and mean-field regimes
+#
+# The DMFT of a width-m network (spec sections 4-6) simplifies as m -> infinity, differently on
+# each time scale (spec section 7). This notebook follows one **lazy** example
+# (a(0) = gamma0 sqrt(m)) and one **mean-field** example (a(0) = 1) through their regimes and
+# compares the finite-m symmetric DMFT with the reduced theories of `dmft_jax._reduced` and
+# `dmft_jax._meanfield`:
+#
+# | regime | time | reduced theory |
+# |---|---|---|
+# | lz1 | t ~ 1/m | closed form `lz1` [F.5-F.13, F.55-F.59] |
+# | lz2 | t ~ 1 | Volterra model `Lz2` [F.16-F.27], target via tau' [F.73] |
+# | mf1 | t ~ 1 | mean-field ODEs `MeanField` [G.44]; pure noise: closed form `mf1` [G.1-G.8] |
+# | mf2 | t ~ sqrt(m) | Volterra model `Mf2` [G.10-G.18] |
+# | H.2 | t ~ m, fixed a | Volterra model `H2` [H.4-H.17] |
+#
+# Run as a script (`python notebooks/regimes.py`); `SMOKE_TEST=1` uses small sizes.
+
+# %%
+import os
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import matplotlib  # noqa: E402
+
+try:
+    get_ipython  # noqa: B018  (inside Jupyter: keep the inline backend)
+except NameError:
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dmft_jax._covariance import target  # noqa: E402
+from dmft_jax._dmft import symmetric_dmft  # noqa: E402
+from dmft_jax._grid import TimeGrid  # noqa: E402
+from dmft_jax._integrate import solve  # noqa: E402
+from dmft_jax._meanfield import mean_field_model  # noqa: E402
+from dmft_jax._reduced import lz1, lz2_model, mf1, mf2_model, tau_prime  # noqa: E402
+from dmft_jax._threshold import kindex_threshold, threshold  # noqa: E402
+
+SMOKE = os.environ.get("SMOKE_TEST", "0") not in ("", "0")
+N = 100 if SMOKE else 200
+WIDTHS = (16, 64) if SMOKE else (16, 64, 256)
+
+# %% [markdown]
+# ## 1. Lazy example: single index, h = phihat = 0.9 q + q^2/2, tau = 0.3, alpha = 0.3, gamma0 = 1
+#
+# (the setting of the paper's figures 3 and 13-17). The target is phi = sigma, so the linear
+# part of the target has |grad phihat(0)|^2 / h'(0) = 0.9 and the rest,
+# ||phi||^2 - 0.9 = 0.5, is the q^2 part.
+
+# %%
+H = [0.0, 0.9, 0.5]
+PHI = target("same", H)
+TAU, ALPHA, G0 = 0.3, 0.3, 1.0
+print("tau' =", float(tau_prime(H, PHI, TAU)), " [F.73]")
+
+# %% [markdown]
+# ### lz1: t ~ 1/m
+# The network learns the linear part of the target. m C_o, m (C_d - 1), sqrt(m) v and the errors
+# follow the closed form; train and test errors agree and reach the plateau [2.7].
+
+# %%
+dtau = 0.05
+ref1 = lz1(H, PHI, tau=TAU, alpha=ALPHA, gamma0=G0, t=dtau * np.arange(N + 1))
+fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+for m in WIDTHS:
+    sol = solve(symmetric_dmft(H, PHI, tau=TAU, alpha=ALPHA, m=m, gamma0=G0),
+                TimeGrid(dtau / m, N))
+    ax[0].plot(m * sol.t, sol.e_tr, label=f"train, m = {m}")
+    ax[0].plot(m * sol.t, sol.e_ts, ":", color=ax[0].lines[-1].get_color())
+    ax[1].plot(m * sol.t, np.sqrt(m) * sol.v[:, 0], label=f"m = {m}")
+    print(f"m = {m:4d}: max |e_tr - e^lz1| = {float(np.max(np.abs(sol.e_tr - ref1.e_tr))):.3e}, "
+          f"max |sqrt(m) v - v^lz1| = {float(np.max(np.abs(np.sqrt(m) * sol.v - ref1.v))):.3e}")
+ax[0].plot(ref1.t, ref1.e_tr, "k--", label="lz1")
+ax[0].axhline(float(ref1.plateau), color="gray", lw=0.8)
+ax[1].plot(ref1.t, ref1.v[:, 0], "k--", label="lz1")
+ax[0].set(xlabel="t m", ylabel="error (dotted: test)")
+ax[1].set(xlabel="t m", ylabel="sqrt(m) v")
+ax[0].legend(fontsize=7), ax[1].legend(fontsize=7)
+plt.show()
+
+# %% [markdown]
+# ### lz2: t ~ 1
+# The weights now move orthogonally to U: the train error falls, the test error stays at the
+# plateau. The target acts as extra noise tau' [F.73]. The explicit scheme needs
+# dt < 1 / (alpha m gamma0^2 h'(1)) (spec section 6), so larger m costs more steps.
+
+# %%
+T2 = 4.0
+ref2 = solve(lz2_model(H, PHI, tau=TAU, alpha=ALPHA, gamma0=G0), TimeGrid(T2 / N, N))
+fig, ax = plt.subplots(figsize=(5, 4))
+for m in (8, 32) if SMOKE else (8, 32, 64):
+    steps = max(N, int(np.ceil(T2 * ALPHA * m * G0**2 * 1.9 / 0.8)))
+    sol = solve(symmetric_dmft(H, PHI, tau=TAU, alpha=ALPHA, m=m, gamma0=G0),
+                TimeGrid(T2 / steps, steps), chunks=1)
+    ax.semilogy(sol.t, sol.e_tr, label=f"train, m = {m}")
+    ax.semilogy(sol.t, sol.e_ts, ":", color=ax.lines[-1].get_color())
+    late = np.asarray(sol.t) >= 1
+    dev = np.max(np.abs(np.asarray(sol.e_tr)[late]
+                        - np.interp(np.asarray(sol.t)[late], ref2.t, ref2.e_tr)))
+    print(f"m = {m:3d}: max |e_tr - e_tr^lz2| for t >= 1: {dev:.3e}")
+ax.semilogy(ref2.t, ref2.e_tr, "k--", label="lz2 train")
+ax.semilogy(ref2.t, ref2.e_ts, "k:", label="lz2 test [2.7]")
+ax.set(xlabel="t", ylabel="error")
+ax.legend(fontsize=7)
+plt.show()
+
+# %% [markdown]
+# ### Does lz2 interpolate? The threshold gamma*_GF
+# lz2 fits the data (e_tr -> 0) when gamma0 exceeds gamma*_GF(alpha, phi, tau) =
+# tau' gamma*_GF(alpha) [F.74], where gamma*_GF(alpha) is the pure-noise, tau = 1 threshold.
+# A short relaxation-time scan (spec section 7) estimates it: t_rel = inf{t : e_tr < 1e-7 tau^2}
+# diverges as gamma0 approaches the threshold from above. (Short scans far from the threshold
+# overestimate it; see benchmarks/results/reduced.md for longer runs.)
+
+# %%
+values = [1.2, 1.4, 1.6, 1.8] if SMOKE else [0.9, 1.0, 1.1, 1.2, 1.4, 1.6]
+steps = 250 if SMOKE else 800
+out = threshold(H, parameter="gamma0", values=values, alpha=ALPHA, tau=1.0, dt=0.1, steps=steps)
+print({k: out[k] for k in ("threshold", "threshold_err", "exponent", "exponent_err")})
+print("t_rel:", out["points"], "not relaxed:", out["unrelaxed"])
+if out["threshold"] is not None:
+    g_star = float(kindex_threshold(out["threshold"], H, PHI, tau=TAU))
+    verdict = "interpolates" if G0 > g_star else "does not interpolate"
+    print(f"k-index threshold tau' gamma* = {g_star:.3f}; gamma0 = {G0}: lz2 {verdict}")
+
+# %% [markdown]
+# ## 2. Mean-field example: h = 0.9 q + q^3/6, alpha = 0.3, a(0) = 1
+#
+# ### With a target (phi = sigma, tau = 0.3; the paper's figure 4): the mean-field ODEs
+# At t = O(1) the DMFT approaches the ODEs [G.44] with an O(1/m) error; (a, v) -> (1, 1) and
+# both errors approach the Bayes error tau^2/2.
+
+# %%
+H3 = [0.0, 0.9, 0.0, 1.0 / 6.0]
+PHI3 = target("same", H3)
+dt = 0.05
+ode = solve(mean_field_model(H3, PHI3, tau=0.3, alpha=ALPHA, a0=1.0), TimeGrid(dt, N))
+fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+for m in (20, 80) if SMOKE else (20, 80, 320):
+    sol = solve(symmetric_dmft(H3, PHI3, tau=0.3, alpha=ALPHA, m=m, a0=1.0), TimeGrid(dt, N))
+    ax[0].plot(sol.t, sol.a, label=f"a, m = {m}")
+    ax[0].plot(sol.t, sol.v[:, 0], ":", color=ax[0].lines[-1].get_color())
+    ax[1].plot(sol.t, sol.e_ts, label=f"test, m = {m}")
+    print(f"m = {m:3d}: max |a - a_ODE| = {float(np.max(np.abs(sol.a - ode.a))):.3e}")
+ax[0].plot(ode.t, ode.a, "k--", label="ODE a (dotted: v)")
+ax[0].plot(ode.t, ode.v[:, 0], "k:")
+ax[1].plot(ode.t, ode.e_ts, "k--", label="ODE")
+ax[1].axhline(0.5 * 0.3**2, color="gray", lw=0.8)
+ax[0].set(xlabel="t"), ax[1].set(xlabel="t", ylabel="test error")
+ax[0].legend(fontsize=7), ax[1].legend(fontsize=7)
+plt.show()
+
+# %% [markdown]
+# ### Pure noise (tau = 0.6; figures 18-23): mf1 then mf2
+# mf1 (t ~ 1): a stays at a(0), e_tr = tau^2/2, and the neurons' overlaps follow the closed
+# form m C_o -> C_o^mf1 [G.1-G.8]. mf2 (t ~ sqrt(m)): a(t) starts to grow, following the
+# Volterra model `Mf2` [G.10-G.18] with O(1/sqrt(m)) corrections.
+
+# %%
+TAU_N = 0.6
+ref_mf1 = mf1(H3, tau=TAU_N, alpha=ALPHA, a0=1.0, t=dt * np.arange(N + 1))
+ds = 0.05 if SMOKE else 0.04
+ref_mf2 = solve(mf2_model(H3, tau=TAU_N, alpha=ALPHA, a0=1.0), TimeGrid(ds, N))
+fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+for m in (20, 80) if SMOKE else (20, 80, 320):
+    sol = solve(symmetric_dmft(H3, tau=TAU_N, alpha=ALPHA, m=m, a0=1.0), TimeGrid(dt, N))
+    ax[0].plot(sol.t, m * np.diagonal(np.asarray(sol.C_o)), label=f"m = {m}")
+    sol2 = solve(symmetric_dmft(H3, tau=TAU_N, alpha=ALPHA, m=m, a0=1.0),
+                 TimeGrid(ds * np.sqrt(m), N))
+    ax[1].plot(sol2.t / np.sqrt(m), sol2.a, label=f"m = {m}")
+    print(f"m = {m:3d}: m C_o(t, t) error {float(np.max(np.abs(m * sol.C_o - ref_mf1.C_o))):.3e}; "
+          f"a(sqrt(m) s) error {float(np.max(np.abs(sol2.a - ref_mf2.a))):.3e}")
+ax[0].plot(ref_mf1.t, np.diagonal(np.asarray(ref_mf1.C_o)), "k--", label="mf1")
+ax[1].plot(ref_mf2.t, ref_mf2.a, "k--", label="mf2")
+ax[0].set(xlabel="t", ylabel="m C_o(t, t)"), ax[1].set(xlabel="t / sqrt(m)", ylabel="a")
+ax[0].legend(fontsize=7), ax[1].legend(fontsize=7)
+plt.show()
+
+# %% [markdown]
+# Later, at t ~ m, a(t) ~ sqrt(m) and the train error goes to zero (benchmarks/reduced_collapse.py
+# shows gamma = a/sqrt(m) against t/m); with a fixed second layer and alpha_bar = n/d fixed that
+# time scale is described by the `H2` model, whose threshold alpha_bar*_GF(m = infinity) the
+# `threshold(..., parameter="alpha_bar")` scan estimates.
