@@ -98,3 +98,15 @@ def test_threshold_rejects_incomplete_input():
     with pytest.raises(ValueError):
         threshold(FIG8, make_target("same", FIG8), parameter="alpha_bar", values=[1.0], a=1.0,
                   dt=0.1, steps=10)                                                 # H.2: noise only
+
+
+@pytest.mark.gpu
+def test_lz2_threshold_close_scan():
+    """Heavy (~1-3 min on 2 CPU cores): gamma*_GF(alpha = 0.5), h = 0.3q + q^2/2, tau = 1, from
+    t_rel up to ~100 (benchmarks/results/reduced.md: 0.94 from gamma0 >= 1.15, 0.90 from
+    gamma0 >= 1.05); the fast version is test_lz2_threshold_small_run."""
+    out = threshold(FIG8, parameter="gamma0", values=[1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.65, 1.8],
+                    alpha=0.5, dt=0.1, steps=1200, batch=4)
+    print("\nlz2 threshold, close scan:", json.dumps(out))
+    assert not out["unrelaxed"]
+    assert 0.85 < out["threshold"] < 0.97 and 1.0 < out["exponent"] < 1.5
