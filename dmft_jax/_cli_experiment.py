@@ -197,8 +197,9 @@ def _run_experiment(args) -> int:
         np.savez(args.out, kind=np.asarray("experiment"),
                  params=np.asarray(_params_of(args, **res.params)), **arrays)
     summary = _summary(arrays, seconds, args)
-    if args.json:
-        print(json.dumps(summary))
+    if args.json:  # strict JSON: NaN (every run diverged) becomes null
+        print(json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                          for k, v in summary.items()}))
     else:
         parts = []
         for name in _SUMMARY:
