@@ -48,8 +48,8 @@ def _floats(flag: str, text: str) -> list[float]:
         raise UsageError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
 
 
-def add_physics_arguments(p: argparse.ArgumentParser, *, init: bool = True) -> None:
-    """The physics flags shared by `solve`, `experiment`, `simulate`, `threshold`, `grad`."""
+def add_covariance_arguments(p: argparse.ArgumentParser, default_target: str = "same") -> None:
+    """The covariance and target flags (spec section 2), shared by every command."""
     g = p.add_argument_group("covariance and target (spec section 2)")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--h", metavar="C0,C1,...|PRESET",
@@ -65,10 +65,17 @@ def add_physics_arguments(p: argparse.ArgumentParser, *, init: bool = True) -> N
     tg.add_argument("--phihat", metavar="C0,C1,...[;...]",
                     help="Taylor coefficients of phihat per index direction (rows separated by ';')")
     tg.add_argument("--target", default=None, metavar="same|none|NAME",
-                    help="phi = sigma (same, default), pure noise (none), or a named function")
+                    help=f"phi = sigma (same), pure noise (none), or a named function "
+                         f"(default {default_target})")
+    p.set_defaults(default_target=default_target)
     g.add_argument("--k", type=int, default=None, help="number of index directions (default 1)")
     g.add_argument("--phi-norm2", type=float, default=None, metavar="X",
                    help="||phi||^2 (default: derived from the target)")
+
+
+def add_physics_arguments(p: argparse.ArgumentParser, *, init: bool = True) -> None:
+    """The physics flags shared by `solve`, `experiment`, `simulate`, `grad`."""
+    add_covariance_arguments(p)
     ph = p.add_argument_group("model (spec section 1)")
     ph.add_argument("--tau", type=float, default=0.3, help="label noise (default 0.3)")
     ph.add_argument("--alpha", type=float, default=0.3, help="alpha = n/(m d) (default 0.3)")
@@ -121,7 +128,7 @@ def _target_from(args, h_spec):
         k = k or len(rows)
         spec = rows if len(rows) > 1 else rows[0]
     else:
-        spec = args.target or "same"
+        spec = args.target or getattr(args, "default_target", "same")
         k = k or 1
     if h_spec == "relu" and isinstance(spec, str) and spec.lower() == "relu":
         spec = "same"  # phi = the (truncated) relu the solve uses
@@ -144,6 +151,12 @@ def _check_common(args):
         val = getattr(args, flag)
         if val is not None and not np.isfinite(val):
             raise UsageError(f"--{flag.replace('_', '-')} must be finite, got {val}")
+
+
+def covariance_and_target(args):
+    """(h, target) from the covariance and target flags (UsageError on bad input)."""
+    h, h_spec = _covariance_from(args)
+    return h, _target_from(args, h_spec)
 
 
 def model_from_args(args):

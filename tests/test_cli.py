@@ -123,3 +123,21 @@ def test_module_entry_point_runs():
                            "--json"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "e_ts" in json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_threshold_prints_one_json_line(capsys):
+    """`dmft-jax threshold` (lz2, m = infinity): a JSON line with the documented keys; the fitted
+    threshold lies below the scanned (interpolating) values, and t_rel falls with gamma0."""
+    code = main(["threshold", "--h", "fig8", "--tau", "1", "--alpha", "0.5", "--range", "1.3,1.8",
+                 "--num", "4", "--steps", "400", "--dt", "0.2"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"parameter", "threshold", "threshold_err", "exponent", "exponent_err", "points"} <= set(out)
+    assert out["parameter"] == "gamma0" and out["threshold"] < 1.3
+    t_rel = [p[1] for p in out["points"]]
+    assert all(x > y for x, y in zip(t_rel, t_rel[1:]))
+
+
+def test_threshold_bad_range(capsys):
+    assert main(["threshold", "--range", "1.0"]) == 2
+    assert "--range" in capsys.readouterr().err
