@@ -23,6 +23,7 @@ from dmft_jax._network import (  # noqa: E402
 )
 from dmft_jax._sweep import sweep  # noqa: E402
 from dmft_jax._train import OBSERVABLES, Protocol, setup, train  # noqa: E402
+from gap_study import numpy_paper_sgd  # noqa: E402  (benchmarks/, on sys.path via conftest)
 
 CUBIC = [0.0, 0.9, 0.0, 1.0 / 6.0]  # h = phihat = 0.9 q + q^3 / 6 (Fig. 4)
 
@@ -187,35 +188,7 @@ def test_experiment_matches_dmft_at_short_times(cubic):
         assert np.all(gap <= 3 * se[0, 0, 0, 0] + 0.01), (name, gap, se[0, 0, 0, 0])
 
 
-# ------------------------------------------------------- the paper's SGD protocol in NumPy
-def _numpy_paper_sgd(seed, m, d, n, lr, batch, steps, tau, n_test=20000):
-    """Spec section 9: W(0) entries N(0, 1/d) projected onto the unit ball, a_i(0) = 1,
-    constant step, random batches, projection after every step; Fig. 4's sigma = phi."""
-    rng = np.random.default_rng(seed)
-    sig = lambda x: np.sqrt(0.9) * x + (x**3 - 3 * x) / 6  # noqa: E731
-    dsig = lambda x: np.sqrt(0.9) + (3 * x**2 - 3) / 6  # noqa: E731
-    u = rng.normal(size=d)
-    u /= np.linalg.norm(u)
-    X = rng.normal(size=(n, d))
-    y = sig(X @ u) + tau * rng.normal(size=n)
-    W = rng.normal(size=(m, d)) / np.sqrt(d)
-    W /= np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1.0)
-    a = np.ones(m)
-    for _ in range(steps):
-        idx = rng.choice(n, batch, replace=False)
-        Xb, yb = X[idx], y[idx]
-        pre = Xb @ W.T
-        r = yb - sig(pre) @ a / m
-        ga = -(sig(pre).T @ r) / (m * batch)
-        gW = -((r[:, None] * dsig(pre) * a[None, :]).T @ Xb) / (m * batch)
-        a, W = a - lr * ga, W - lr * gW
-        W /= np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1.0)
-    e_tr = 0.5 * np.mean((y - sig(X @ W.T) @ a / m) ** 2)
-    Xt = rng.normal(size=(n_test, d))
-    e_ts = 0.5 * np.mean((sig(Xt @ u) + tau * rng.normal(size=n_test) - sig(Xt @ W.T) @ a / m) ** 2)
-    return dict(a=a.mean(), v=(W @ u).mean(), e_tr=e_tr, e_ts=e_ts)
-
-
+# ------------------------------------------------- the paper's SGD protocol, independently
 def test_experiment_reproduces_the_paper_sgd_protocol(cubic):
     """Two independent implementations of the paper's protocol (ball, batch, N(0, 1/d) init):
     means of a, v, e_tr, e_ts agree within 3 combined standard errors (+ 0.003 for the NumPy
@@ -224,7 +197,7 @@ def test_experiment_reproduces_the_paper_sgd_protocol(cubic):
     n = 72  # = 0.3 m d
     res = sweep(cubic, m=m, d=d, steps=steps, record_every=steps, seeds=seeds, lr=lr,
                 batch=batch, projection="ball", dmft=False)
-    ref = [_numpy_paper_sgd(s, m, d, n, lr, batch, steps, 0.3) for s in range(seeds)]
+    ref = [numpy_paper_sgd(s, m, d, n, lr, batch, steps, 0.3) for s in range(seeds)]
     for name in ("a", "v", "e_tr", "e_ts"):
         ours = res.experiment[name][:, 0, 0, 0, 0, -1]
         theirs = np.array([r[name] for r in ref])
