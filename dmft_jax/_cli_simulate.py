@@ -109,12 +109,16 @@ def _schedule(args, gm):
 
 
 def simulation_arrays(sim) -> dict[str, np.ndarray]:
-    """The arrays written by `simulate --out` (symmetric summaries and per-neuron values)."""
+    """The arrays written by `simulate --out`: `t` (T,); (realizations, T) arrays `a`, `v`
+    (mean over neurons of a_i, of v_i1), `C_d0` (mean_i C_ii(t, 0)), `C_o` (mean over i != j of
+    C_ij(t, t)), `e_tr`, `e_ts`; per neuron `a_neurons` (R, T, m), `v_neurons` (R, T, m, k), `C0`,
+    `C` (R, T, m, m); `diverged` (R,); `controls` (R, m + 1) zero-mean control variates."""
     a = np.asarray(sim.a)
     return dict(t=np.asarray(sim.t), a=a.mean(axis=-1), v=np.asarray(sim.v)[..., 0].mean(axis=-1),
                 C_d0=np.asarray(sim.C_d0), C_o=np.asarray(sim.C_o), e_tr=np.asarray(sim.e_tr),
                 e_ts=np.asarray(sim.e_ts), a_neurons=a, v_neurons=np.asarray(sim.v),
-                C0=np.asarray(sim.C0), C=np.asarray(sim.C), diverged=np.asarray(sim.diverged))
+                C0=np.asarray(sim.C0), C=np.asarray(sim.C), diverged=np.asarray(sim.diverged),
+                controls=np.asarray(sim.controls))
 
 
 def _run_simulate(args) -> int:

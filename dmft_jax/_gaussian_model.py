@@ -19,21 +19,23 @@ Training is projected gradient descent on R_n^g = (1/2n) ||f^g - y^g||^2 (or SGD
 samples, loss (1/2b) sum over the batch), each w_j renormalized onto the unit sphere after every
 step. A step of size lr advances gradient-flow time by dt = lr d / n (spec section 1).
 
-Memory and the choice of storage (per realization, float64 = 8 bytes per entry):
+Memory and the choice of storage (per realization; 8 bytes per entry in float64, 4 in float32):
 
 * degree p <= 2 is stored ("materialized"): J^(1) is n x d, J^(2) is kept as its symmetric part
-  S_i = (J_i + J_i^T)/2 (all that <J, w (x) w> sees), n x d x d. Setting 2 of spec section 9 at
-  d = 200, n = 300: 300 * 200^2 * 8 B = 96 MB per realization (48 MB in float32), so a GPU holds
-  hundreds of realizations at once; the default `batch_size` keeps a batch below ~1 GB.
+  S_i = (J_i + J_i^T)/2 (all that <J, w (x) w> sees), n x d x d. Settings of spec section 9 at
+  d = 200, n = 300: 300 * 200^2 = 1.2e7 entries, 96 MB in float64, 48 MB in float32, so a GPU
+  holds hundreds of realizations at once (`default_batch_size`: a 1 GB budget per vmapped batch).
 * degree p >= 3 would need n d^p entries (d = 200, p = 3, n = 300: 2.4e9, 19 GB): by default it
   is *streamed*: J_i^(p) is regenerated from a counter-based key fold_in(key_p, i) each time it
   is needed (once per step), contracted with the m current weights to give <J_i, w_j^{(x)p}> and
   its gradient p Sym(J_i)[w_j, ..., w_j, .], and discarded; the samples are visited by `lax.map`
-  in blocks of about 2^22 entries. Memory O(block d^p + n m d); time O(n m p d^p) per step plus
-  regenerating n d^p normals (the dominant cost; on an H100 ~1e11 normals/s, so d = 200, n = 300
-  costs ~25 ms per step per realization). The process is *exact*, never a random-feature
-  approximation: a stream reproduces, bit for bit, the tensor that `max_stored_degree=p` would
-  store (same keys), which the tests check.
+  in blocks of about 2^22 entries. Memory O(block + n m d); time per step O(n m p d^p) plus
+  regenerating n d^p normals, which dominates (measured on the 2-core CPU: 1.2e7 float32
+  normals take ~0.4 s). The process is *exact*, never a random-feature approximation: a stream
+  reproduces, to rounding, the tensor that `max_stored_degree=p` would store (same keys), which
+  the tests check. (Revealing only the contractions J[w_s, ..., w_s, .] along the trajectory and
+  sampling each new one conditionally on the past would also be exact, but its state grows like
+  n d (m x steps) and beats storage only when m x steps < d^(p-1).)
 
 Time cost of one GD step (stored degrees): O(n m d^2) for p = 2, O(n m d) for p = 1.
 """
@@ -403,7 +405,8 @@ class Simulation(eqx.Module):
     **Fields:** `t` (T,) gradient-flow times (step count x lr d / n); `a` (R, T, m); `v` (R, T, m, k)
     = U^T w_j; `C0` (R, T, m, m) = <w_i(t), w_j(0)>; `C` (R, T, m, m) = <w_i(t), w_j(t)>; `e_tr`
     (R, T) = R_n^g (all n samples, also under SGD); `e_ts` (R, T) the population formula;
-    `diverged` (R,) True where a value became non-finite or e_tr grew beyond 1e6 (1 + e_tr(0)).
+    `diverged` (R,) True where a value became non-finite or e_tr grew beyond 1e6 (1 + e_tr(0));
+    `controls` (R, m + 1) zero-mean control variates (`initial_controls`).
     """
 
     t: Array
@@ -414,6 +417,7 @@ class Simulation(eqx.Module):
     e_tr: Array
     e_ts: Array
     diverged: Array
+    controls: Array
 
     @property
     def C_d0(self) -> Array:
@@ -429,14 +433,44 @@ class Simulation(eqx.Module):
         total = jnp.sum(self.C, axis=(-2, -1)) - jnp.trace(self.C, axis1=-2, axis2=-1)
         return total / (m * (m - 1))
 
-    def mean_and_error(self, x: Array):
-        """Mean over non-diverged realizations and its standard error, for an (R, ...) array."""
+    def mean_and_error(self, x: Array, controls: bool = False):
+        """Mean over non-diverged realizations of an (R, ...) array and its standard error.
+
+        With `controls`, the regression (control-variate) estimator: the intercept of the least
+        squares fit of x on [1, controls], whose mean is known to be 0, and the intercept's
+        standard error. Same expectation, smaller error where x correlates with the initial
+        fluctuations (measured: se x 0.45-0.8 at t = 5 for a_i and e_tr, far less at early t).
+        """
         keep = ~np.asarray(self.diverged)
-        x = np.asarray(x)[keep]
+        x = np.asarray(x, np.float64)[keep]
         count = x.shape[0]
-        mean = x.mean(axis=0)
-        err = x.std(axis=0, ddof=1) / math.sqrt(count) if count > 1 else np.full_like(mean, np.nan)
-        return mean, err
+        y = x.reshape(count, -1)
+        if not controls:
+            mean = y.mean(axis=0)
+            err = y.std(axis=0, ddof=1) / math.sqrt(count) if count > 1 else np.full_like(mean, np.nan)
+            return mean.reshape(x.shape[1:]), err.reshape(x.shape[1:])
+        z = np.asarray(self.controls, np.float64)[keep]
+        design = np.concatenate([np.ones((count, 1)), z], axis=1)     # y = mu + beta z + noise
+        if count <= design.shape[1] + 1:
+            return self.mean_and_error(x)
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        sigma2 = np.sum((y - design @ coef) ** 2, axis=0) / (count - design.shape[1])
+        err = np.sqrt(sigma2 * np.linalg.inv(design.T @ design)[0, 0])
+        return coef[0].reshape(x.shape[1:]), err.reshape(x.shape[1:])
+
+
+def initial_controls(model: GaussianModel, real: Realization) -> Array:
+    """Zero-mean statistics of a realization at t = 0, used as control variates (m + 1,):
+
+        dR/da_j(0) - E[dR/da_j(0)],  E[dR/da_j] = -(1/m) [phihat(U^T w_j) - (1/m) sum_l a_l h(<w_j, w_l>)]
+        e_tr(0) - e_ts(0)            (E R_n^g = the population error at fixed weights)
+
+    exact at any finite d because W(0) is independent of the tensors and labels.
+    """
+    a, W, m = real.a0, real.W0, model.m
+    risk, grad_a, _ = risk_gradient(model, real, a, W)
+    expected = -(model.target.phihat(W[:, :model.k]) - model.h(W @ W.T) @ a / m) / m
+    return jnp.concatenate([grad_a - expected, (risk - population_error(model, a, W))[None]])
 
 
 def _record(model, real, a, W, W0):
@@ -468,19 +502,22 @@ def _train_one(model: GaussianModel, key, lr, steps: int, record_every: int, bat
 
     first = _record(model, real, real.a0, real.W0, real.W0)
     _, rest = jax.lax.scan(segment, (real.a0, real.W0), jnp.arange(steps // record_every))
-    return jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x[None], y]), first, rest)
+    out = jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x[None], y]), first, rest)
+    return dict(out, controls=initial_controls(model, real))
 
 
 def memory_per_realization(model: GaussianModel, max_stored_degree: int = 2, itemsize: int = 8,
                            batch: int | None = None) -> int:
-    """Approximate bytes held by one realization during `simulate` (stored tensors dominate)."""
-    stored = sum(model.n * model.d**p for p in model.degrees if p <= max_stored_degree)
-    rows = model.n if batch is None else batch
-    work = 3 * rows * model.m * model.d + max(
-        [min(_STREAM_BLOCK_ENTRIES, model.n * model.d**p)
-         for p in model.degrees if p > max_stored_degree] + [0])
-    return itemsize * (stored + work + (rows * model.d**2 if batch is not None and 2 in
-                                        model.degrees else 0))
+    """Approximate bytes held by one realization in `simulate`: the stored tensors, the features
+    and their gradients (rows x m x d, a few copies), an SGD batch's gathered tensors, and one
+    block of a streamed degree."""
+    d, n, m = model.d, model.n, model.m
+    rows = n if batch is None else batch
+    stored = sum(n * d**p for p in model.degrees if p <= max_stored_degree)
+    gathered = sum(rows * d**p for p in model.degrees if p <= max_stored_degree) if batch else 0
+    streamed = max([min(_STREAM_BLOCK_ENTRIES, n * d**p)
+                    for p in model.degrees if p > max_stored_degree], default=0)
+    return itemsize * (stored + gathered + streamed + 4 * rows * m * d)
 
 
 def default_batch_size(model: GaussianModel, realizations: int, max_stored_degree: int = 2,
@@ -545,4 +582,5 @@ def simulate(model: GaussianModel, key, realizations: int, *, lr, steps: int,
     bad = ~jnp.isfinite(out["e_tr"]) | ~jnp.all(jnp.isfinite(out["a"]), axis=-1)
     bad |= out["e_tr"] > 1e6 * (1.0 + out["e_tr"][:, :1])
     return Simulation(t=jnp.asarray(t), a=out["a"], v=out["v"], C0=out["C0"], C=out["C"],
-                      e_tr=out["e_tr"], e_ts=out["e_ts"], diverged=jnp.any(bad, axis=1))
+                      e_tr=out["e_tr"], e_ts=out["e_ts"], diverged=jnp.any(bad, axis=1),
+                      controls=out["controls"])

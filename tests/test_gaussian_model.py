@@ -172,6 +172,14 @@ def test_sgd_with_the_full_batch_is_gd(simulated):
     np.testing.assert_allclose(sgd.C0, z["C0"], atol=1e-10)
     np.testing.assert_allclose(z["t"], np.arange(len(z["t"])) * every * dt, rtol=1e-12)
     assert float(z["dt"]) == pytest.approx(dt, rel=1e-14)
+    # control variates: zero mean (4 se), and a control regressed on itself has mean 0, se 0
+    c = np.asarray(sgd.controls)
+    assert np.all(np.abs(c.mean(0)) < 4 * c.std(0) / np.sqrt(c.shape[0]))
+    mean, err = sgd.mean_and_error(c[:, 1], controls=True)
+    assert abs(float(mean)) < 1e-12 and float(err) < 1e-12
+    plain, plain_err = sgd.mean_and_error(sgd.e_tr)
+    reg, reg_err = sgd.mean_and_error(sgd.e_tr, controls=True)
+    assert np.all(np.abs(reg - plain) < 4 * plain_err + 1e-12) and reg_err[-1] < plain_err[-1]
 
 
 def test_cli_simulate_writes_the_documented_arrays(simulated):
@@ -180,6 +188,7 @@ def test_cli_simulate_writes_the_documented_arrays(simulated):
     for name in ("a", "v", "C_d0", "C_o", "e_tr", "e_ts"):
         assert z[name].shape == (r, t), name
     assert z["a_neurons"].shape == (r, t, 4) and z["diverged"].shape == (r,)
+    assert z["controls"].shape == (r, 5)
     assert not z["diverged"].any() and int(z["n"]) == 60
     assert json.loads(str(z["params"]))["d"] == D
     np.testing.assert_allclose(z["a_neurons"][:, 0], np.broadcast_to(A2, (r, 4)))
