@@ -282,13 +282,21 @@ def population_terms(prob: Problem, a: Array, W: Array, U: Array, gram: Array | 
     """(E f phi, E f^2) over x ~ N(0, I_d) for f = (1/m) sum_i a_i sigma(<w_i, x>)  [A.4, A.6].
 
     Unit rows, any activation: (1/m) sum_i a_i phihat(U^T w_i) and (1/m^2) sum_ij a_i a_j
-    h(<w_i, w_j>). Polynomial sigma: exact for any row norms (`rescaled_hermite`), as needed in
-    the unit ball. (Non-polynomial sigma in the ball: the unit-norm formula, an approximation
-    of order 1 - ||w_i||.) `gram`: W W^T if already computed.
+    h(<w_i, w_j>). Exact for any row norms (as needed in the unit ball) when sigma is a
+    polynomial (`rescaled_hermite`) or the centered ReLU (positively homogeneous:
+    sigma(r z) = r sigma(z) + (r - 1) / sqrt(2 pi)). For erf and tanh in the ball: the unit-norm
+    formula, an approximation of order 1 - ||w_i||. `gram`: W W^T if already computed.
     """
     G = W @ W.T if gram is None else gram
     m = W.shape[0]
     proj = W @ U  # (m, k): U^T w_i
+    if getattr(prob.sigma, "name", "") == "relu":
+        r = jnp.sqrt(jnp.diagonal(G))
+        ar = a * r
+        quad = (ar @ prob.h(G / (r[:, None] * r[None, :])) @ ar
+                + jnp.sum(a * (r - 1.0)) ** 2 / (2.0 * math.pi)) / m**2
+        fit = jnp.sum(ar * prob.target.phihat(proj / r[:, None])) / m
+        return fit, quad
     if prob.sigma_hermite is None:
         fit = jnp.sum(a * prob.target.phihat(proj)) / m
         quad = a @ prob.h(G) @ a / m**2

@@ -34,30 +34,30 @@ def cubic():
 
 
 # --------------------------------------------------------------------- population risk
-@pytest.mark.parametrize("spec,tspec,proj", [
-    (CUBIC, "same", "ball"),
-    ([0.0, 0.9, 0.5], [0.0, 0.5, 0.3], "ball"),
-    ("relu", "same", "sphere"),
+@pytest.mark.parametrize("spec,tspec", [
+    (CUBIC, "same"),
+    ([0.0, 0.9, 0.5], [0.0, 0.5, 0.3]),
+    ("relu", "same"),
 ])
-def test_population_risk_matches_monte_carlo(spec, tspec, proj):
-    """[A.4], [A.6]: the exact test error against 2e5 fresh samples (within 4 standard errors),
-    on the unit ball too (rows of norm < 1, where h(<w_i, w_j>) alone would be wrong)."""
+def test_population_risk_matches_monte_carlo(spec, tspec):
+    """[A.4], [A.6]: the exact test error against 1e5 fresh samples (within 4 standard errors),
+    for rows inside the unit ball (norms 0.4 ... 1, where h(<w_i, w_j>) alone is wrong: by
+    2.8 standard errors for the cubic case)."""
     prob = problem(spec, tspec)
     m, d, tau = 5, 30, 0.3
 
     @jax.jit
     def compare(key):
-        k1, k2, k3 = jr.split(key, 3)
-        net = init_network(k1, m, d, a0=1.0, sigma=prob.sigma, projection=proj)
-        net = eqx.tree_at(lambda n: n.a, net, jr.normal(k2, (m,)))
+        k1, k2, k3, k4 = jr.split(key, 4)
+        net = init_network(k1, m, d, a0=1.0, sigma=prob.sigma, projection="sphere")
+        scale = jr.uniform(k4, (m, 1), minval=0.4, maxval=1.0)
+        net = eqx.tree_at(lambda n: (n.a, n.W), net, (jr.normal(k2, (m,)), net.W * scale))
         data = make_dataset(k3, prob, n=100_000, d=d)
         loss = 0.5 * (data.labels(tau) - net.predict(data.X)) ** 2
-        norms = jnp.linalg.norm(net.W, axis=1)
-        return population_risk(prob, net, data.U, tau), loss.mean(), loss.std(), norms
+        return population_risk(prob, net, data.U, tau), loss.mean(), loss.std()
 
-    exact, mc, std, norms = (np.asarray(x) for x in compare(jr.PRNGKey(1)))
+    exact, mc, std = (float(x) for x in compare(jr.PRNGKey(1)))
     assert abs(exact - mc) < 4 * std / np.sqrt(100_000)
-    assert proj == "sphere" or norms.min() < 0.99  # some rows strictly inside the ball
 
 
 def test_hermite_and_kernel_formulas_agree_on_the_sphere(cubic):
