@@ -254,7 +254,10 @@ def write_section(path, variant, text):
     old = open(path).read() if os.path.exists(path) else header
     block = f"{begin}\n{text.rstrip()}\n{end}\n"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
-    new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block
+    if pattern.search(old):
+        new = pattern.sub(lambda _: block, old)
+    else:
+        new = old.rstrip() + "\n\n" + block
     with open(path, "w") as fh:
         fh.write(new)
 

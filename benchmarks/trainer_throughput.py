@@ -13,8 +13,9 @@ Configurations: seeds x a0 x lr (default 4 x 2 x 2 = 16 runs) of the Fig. 4 prob
   clock stops when every result is ready).
 
 Reported: network-steps/s = runs x steps / (best of `--repeats` timed calls, compilation
-excluded, `block_until_ready`; the two paths alternate), and the ratio vmapped / loop. Appends a section to
-benchmarks/results/trainer_throughput.md (one per device kind and size; a rerun replaces it).
+excluded, `block_until_ready`; the two paths alternate), and the ratio vmapped / loop.
+Appends a section to benchmarks/results/trainer_throughput.md (one per device kind and size;
+a rerun replaces it).
 """
 
 from __future__ import annotations
@@ -93,7 +94,10 @@ def write_section(path, key, text):
     old = open(path).read() if os.path.exists(path) else header
     block = f"{begin}\n{text.rstrip()}\n{end}\n"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
-    new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block
+    if pattern.search(old):
+        new = pattern.sub(lambda _: block, old)
+    else:
+        new = old.rstrip() + "\n\n" + block
     with open(path, "w") as fh:
         fh.write(new)
 

@@ -16,7 +16,6 @@ import functools
 import math
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -244,7 +243,8 @@ def dataset_from_normals(z: Array, prob: Problem, *, n: int, d: int,
 # ---------------------------------------------------------------------- population quantities
 @functools.lru_cache(maxsize=None)
 def _rescale_table(degree: int) -> tuple[np.ndarray, np.ndarray]:
-    # Multiplication theorem: He_n(r z) = sum_i n! / (i! (n-2i)!) r^(n-2i) ((r^2-1)/2)^i He_(n-2i)(z).
+    # Multiplication theorem:
+    #   He_n(r z) = sum_i n! / (i! (n-2i)!) r^(n-2i) ((r^2-1)/2)^i He_(n-2i)(z).
     # With p_n = He_n / sqrt(n!) and <w, x> = r z (z standard normal):
     #   sigma(<w, x>) = sum_j t_j(r) r^j p_j(z),  t_j(r) = sum_i s_(j+2i) c_ji ((r^2-1)/2)^i,
     #   c_ji = sqrt((j+2i)! / j!) / i!,
@@ -255,7 +255,8 @@ def _rescale_table(degree: int) -> tuple[np.ndarray, np.ndarray]:
     for j in range(size):
         for n in range(j, size, 2):
             i = (n - j) // 2
-            coef[j, n] = math.exp(0.5 * (math.lgamma(n + 1) - math.lgamma(j + 1))) / math.factorial(i)
+            log_ratio = 0.5 * (math.lgamma(n + 1) - math.lgamma(j + 1))
+            coef[j, n] = math.exp(log_ratio) / math.factorial(i)
             power[j, n] = i
     return coef, power
 

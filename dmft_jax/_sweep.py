@@ -70,7 +70,8 @@ class SweepResult:
                 continue
             hit = np.flatnonzero(np.isclose(values, coords[name], rtol=1e-12, atol=0))
             if hit.size == 0:
-                raise KeyError(f"{name} = {coords[name]} is not on the sweep's axis {values.tolist()}")
+                raise KeyError(f"{name} = {coords[name]} is not on the sweep's axis "
+                               f"{values.tolist()}")
             out.append(int(hit[0]))
         return tuple(out)
 
