@@ -250,7 +250,9 @@ def write_section(path, variant, text):
     begin, end = f"<!-- variant: {variant} -->", f"<!-- end variant: {variant} -->"
     header = ("# Real networks vs DMFT: Fig. 4 setting and the train-error gap\n\n"
               "Produced by `benchmarks/gap_study.py` (one section per variant; each run "
-              "replaces its own section).\n")
+              "replaces its own section). `--quick`: CPU smoke run; `cpu-d200`: d = 200 on "
+              "the 2-core CPU up to m = 64; `full` (d = 200, m = 8 ... 128, GPU): "
+              "`python benchmarks/gap_study.py`; `paper-protocol`: `--paper-protocol`.\n")
     old = open(path).read() if os.path.exists(path) else header
     block = f"{begin}\n{text.rstrip()}\n{end}\n"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
