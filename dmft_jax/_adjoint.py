@@ -2,23 +2,28 @@
 
 Two ways through the N steps of `integrate`, both with O(N^2) memory:
 
-* **forward mode** (`mode="forward"`): `jax.jvp` / `jax.jacfwd` through the ordinary loop.
-  One tangent per scalar parameter, each ~1.7x a solve; best for a few parameters.
+* **forward mode** (`mode="forward"`): `jax.jvp` through the ordinary loop, one compiled
+  pass per scalar parameter entry (each ~1.4-2x a solve; the tangents run one after another,
+  as a `vmap` over them is several times slower per tangent on CPU); best for a few
+  parameters.
 * **reverse mode** (`mode="reverse"`): `adjoint_final_state`, a `jax.custom_vjp` whose backward
   pass walks the steps in reverse. It never stores per-step copies of the history: every entry
   of every buffer is written exactly once (the auxiliaries R_A, C_A, nu, rho of row n by
   `model.row(n)`, the advancing quantities a, v, C, R of row n+1 by `model.write(n+1)`; C and
   C_A also get their column), so the state *before* step n is the final history with the
-  entries written by steps >= n masked to zero (`state_before`). The backward pass rebuilds
-  that state and applies `jax.vjp` of one Euler step, accumulating the parameter cotangents.
+  entries written by steps >= n masked to zero (`state_before`). The backward pass peels
+  those entries off the final history one step at a time (`unwrite`, O(L) work per step),
+  and applies `jax.vjp` of one Euler step to each rebuilt state, accumulating the parameter
+  cotangents. The final `model.row(N)` is step N of that loop (its writes of row N + 1 fall
+  outside the buffers and are dropped).
   Cost ~3-4x a solve whatever the number of parameters. A function built on it is reverse-mode
   differentiable only (`custom_vjp` has no JVP rule): use `mode="forward"` for `jvp`.
 
 Reverse-mode memory: with B two-time buffers of L x L = (N+1)^2 words (B = 6 for the
 symmetric DMFT: C_d, C_o, R_d, R_o, R_A, C_A; B = 2 m^2 + 2 for the general one), the live
 arrays are the final history (B L^2, the only residual of the forward pass), its cotangent
-(B L^2), the masked state before the current step (B L^2) and the temporaries of one step's
-VJP (a few L^2 per buffer): c B L^2 words with c a small constant, i.e. O(N^2); plain
+(B L^2), the state before the current step (B L^2, peeled in place) and the temporaries of
+one step's VJP (a few L^2 per buffer): c B L^2 words with c a small constant, i.e. O(N^2); plain
 `jax.grad` through the loop stores every step's carry, ~B L^3 words (O(N^3)). The causal
 chunking of `integrate` is mirrored: chunk [lo, hi) of the backward pass runs on the leading
 (hi+1) x (hi+1) block.
@@ -51,6 +56,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 
 from ._covariance import Polynomial
 from ._grid import TimeGrid
@@ -118,12 +124,37 @@ def state_before(model: AbstractModel, state: dict, n, advancing: frozenset) -> 
     return out
 
 
+def unwrite(model: AbstractModel, state: dict, n, advancing: frozenset) -> dict:
+    """The state before step n from the state after it: zero what step n wrote.
+
+    That is index n + 1 of the advancing buffers and index n of the auxiliaries, along every
+    time axis (a row and, for two-time buffers, a column: the column's entries past the row
+    were written by later steps and are already zero). O(L) per buffer, in place in a loop.
+    """
+    out = dict(state)
+    for key, k in model.time_axes().items():
+        idx = n + 1 if key in advancing else n
+
+        def clear(x, k=k, idx=idx):
+            for axis in range(x.ndim - k, x.ndim):
+                where = (slice(None),) * axis + (idx,)
+                x = x.at[where].set(jnp.zeros((), x.dtype))
+            return x
+
+        out[key] = jtu.tree_map(clear, state[key])
+    return out
+
+
 def _tree_add(x, y):
     return jtu.tree_map(jnp.add, x, y)
 
 
 def _backward(params, static, final: dict, bar: dict, chunks):
-    """Cotangent of the (inexact-array) parameters given the cotangent `bar` of the history."""
+    """Cotangent of the (inexact-array) parameters given the cotangent `bar` of the history.
+
+    The carry holds the state before the current step, peeled off the final history one
+    step at a time (`unwrite`), and the cotangents of the state and of the parameters.
+    """
     model, grid = eqx.combine(params, static)
     steps, stepper = grid.steps, Euler()
     advancing = advancing_keys(model, final, grid)
@@ -132,25 +163,24 @@ def _backward(params, static, final: dict, bar: dict, chunks):
         mod, grd = eqx.combine(p, static)
         return stepper.step(mod, n, s, grd)
 
-    # The final `model.row(N)` is Euler step N: its writes of row N + 1 fall outside the
-    # buffers and are dropped (JAX scatter semantics), so the last chunk starts at n = N.
-    p_bar = jtu.tree_map(jnp.zeros_like, params)
+    def body(n, carry):
+        acc, b, s = carry
+        s = unwrite(model, s, n, advancing)
+        _, pull = jax.vjp(lambda p, s: step(p, n, s), params, s)
+        dp, b = pull(b)
+        return _tree_add(acc, dp), b, s
 
+    # The final `model.row(N)` is Euler step N: its writes of row N + 1 fall outside the
+    # buffers and are dropped (JAX scatter semantics), so the backward pass starts at n = N.
+    p_bar, state = jtu.tree_map(jnp.zeros_like, params), final
     for lo, hi in reversed(chunk_bounds(steps, chunks)):
         full = hi + 1 >= grid.size
-        fin = final if full else model.window(final, hi + 1)
-
-        def body(j, carry, hi=hi, fin=fin):
-            acc, b = carry
-            n = hi - 1 - j
-            _, pull = jax.vjp(lambda p, s: step(p, n, s), params,
-                              state_before(model, fin, n, advancing))
-            dp, b = pull(b)
-            return _tree_add(acc, dp), b
-
-        b0 = bar if full else model.window(bar, hi + 1)
-        p_bar, b = jax.lax.fori_loop(-int(full), hi - lo, body, (p_bar, b0))
-        bar = b if full else model.unwindow(bar, b)
+        top = hi if full else hi - 1
+        carry = (p_bar, bar, state) if full else (p_bar, model.window(bar, hi + 1),
+                                                  model.window(state, hi + 1))
+        p_bar, b, s = jax.lax.fori_loop(0, top - lo + 1, lambda j, c, top=top: body(top - j, c),
+                                        carry)
+        bar, state = (b, s) if full else (model.unwindow(bar, b), model.unwindow(state, s))
 
     def init(p):
         mod, grd = eqx.combine(p, static)
@@ -361,6 +391,47 @@ def _with_value(f):
 
 
 @eqx.filter_jit
+def value_and_jvp(observable: Callable, model, grid: TimeGrid, wrt, tangent: dict,
+                  chunks: int | None = None):
+    """The observable and its directional derivative along `tangent` (forward mode).
+
+    `tangent` maps each name of `wrt` to an array shaped like the parameter (e.g. the
+    `zero_perturbations` with one entry set to 1). One pass costs ~1.4-2x a solve, with O(N^2)
+    memory. The observable may be array-valued.
+    """
+    f, zeros = objective(observable, model, grid, wrt, "forward", chunks)
+    return jax.jvp(f, (zeros,), (tangent,))
+
+
+@eqx.filter_jit
+def _reverse(observable, model, grid, wrt, chunks, jacobian):
+    f, zeros = objective(observable, model, grid, wrt, "reverse", chunks)
+    if jacobian:
+        jac, value = jax.jacrev(_with_value(f), has_aux=True)(zeros)
+        return value, jac
+    return jax.value_and_grad(f)(zeros)
+
+
+def _forward(observable, model, grid, wrt, chunks):
+    """(value, {name: d value / d name}) by one `value_and_jvp` per parameter entry.
+
+    The tangents run one after another through a single compiled program: a `vmap` over
+    them (`jax.jacfwd`) costs several times more per tangent on CPU.
+    """
+    zeros = zero_perturbations(model, grid, wrt)
+    value, out = None, {}
+    for name, zero in zeros.items():
+        columns = []
+        for idx in np.ndindex(zero.shape):
+            tangent = dict(zeros)
+            tangent[name] = zero.at[idx].set(1.0)
+            value, d = value_and_jvp(observable, model, grid, wrt, tangent, chunks)
+            columns.append(d)
+        stacked = jnp.stack(columns, axis=-1)
+        out[name] = stacked.reshape(stacked.shape[:-1] + zero.shape)
+    return value, out
+
+
 def value_and_grad(observable: Callable, model, grid: TimeGrid, wrt="a0",
                    mode: str = "reverse", chunks: int | None = None):
     """Value and gradient of a scalar observable of the DMFT solution.
@@ -371,33 +442,46 @@ def value_and_grad(observable: Callable, model, grid: TimeGrid, wrt="a0",
       `jax.tree_util.Partial(e_ts, time=T)`).
     - `model`, `grid`: the DMFT (symmetric or general) and its time grid.
     - `wrt`: parameter names, "a0,tau" or a tuple (table in the module docstring).
-    - `mode`: "reverse" (adjoint loop, cost independent of the number of parameters) or
-      "forward" (one tangent per scalar parameter); both O(N^2) memory.
+    - `mode`: "reverse" (adjoint loop, one pass whatever the number of parameters) or
+      "forward" (one `value_and_jvp` pass per scalar parameter entry); both O(N^2) memory.
     - `chunks`: causal chunking of the loop (as `integrate`).
 
     **Returns:** `(value, grads)` with grads[name] shaped like the parameter.
 
-    Compiled with `eqx.filter_jit`: arrays are traced; the observable, `wrt`, `mode` and
-    `chunks` are static (a new spelling of `wrt` compiles anew). `value_and_grad.lower(...)`
-    gives the compiled program (e.g. for `memory_analysis()`).
+    The passes are compiled with `eqx.filter_jit` (arrays traced; the observable, `wrt` and
+    `chunks` static): new parameter values reuse the compilation. `lower(...)` gives the
+    program, e.g. for `memory_analysis()`.
     """
-    f, zeros = objective(observable, model, grid, wrt, mode, chunks)
+    names = parse_wrt(wrt)
+    _check_mode(mode)
     if mode == "reverse":
-        return jax.value_and_grad(f)(zeros)
-    jac, value = jax.jacfwd(_with_value(f), has_aux=True)(zeros)
-    return value, jac
+        return _reverse(observable, model, grid, names, chunks, False)
+    return _forward(observable, model, grid, names, chunks)
 
 
-@eqx.filter_jit
 def jacobian(observable: Callable, model, grid: TimeGrid, wrt="a0", mode: str = "forward",
              chunks: int | None = None):
     """Value and Jacobian of an array-valued observable (arguments as `value_and_grad`).
 
     **Returns:** `(value, jac)` with jac[name] of shape value.shape + parameter shape. Reverse
-    mode runs one adjoint pass per output entry (vmapped), forward mode one tangent per
+    mode runs one adjoint pass per output entry (vmapped), forward mode one pass per
     parameter entry: pick the smaller.
     """
-    f, zeros = objective(observable, model, grid, wrt, mode, chunks)
-    jac = jax.jacrev if mode == "reverse" else jax.jacfwd
-    jac, value = jac(_with_value(f), has_aux=True)(zeros)
-    return value, jac
+    names = parse_wrt(wrt)
+    _check_mode(mode)
+    if mode == "reverse":
+        return _reverse(observable, model, grid, names, chunks, True)
+    return _forward(observable, model, grid, names, chunks)
+
+
+def lower(observable: Callable, model, grid: TimeGrid, wrt="a0", mode: str = "reverse",
+          chunks: int | None = None, jacobian: bool = False):
+    """The lowered program behind `value_and_grad` / `jacobian` (`.compile()` it to inspect
+    `memory_analysis()` or time compilation apart; calling the function afterwards reuses
+    the compilation). Forward mode: the single-tangent `value_and_jvp` program."""
+    names = parse_wrt(wrt)
+    _check_mode(mode)
+    if mode == "reverse":
+        return _reverse.lower(observable, model, grid, names, chunks, jacobian)
+    tangent = zero_perturbations(model, grid, names)
+    return value_and_jvp.lower(observable, model, grid, names, tangent, chunks)

@@ -103,9 +103,9 @@ def _run_grad(args) -> int:
         shape = ()
     fn = _adjoint.value_and_grad if shape == () else _adjoint.jacobian
     call = (observable, model, grid, wrt, args.mode, args.chunks)
-    compiled = fn.lower(*call).compile()
+    _adjoint.lower(*call, jacobian=shape != ()).compile()   # compiled apart, then reused
     t1 = time.perf_counter()
-    value, grads = compiled(*call)
+    value, grads = fn(*call)
     value = np.asarray(value)
     grads = {k: np.asarray(v) for k, v in grads.items()}
     t2 = time.perf_counter()

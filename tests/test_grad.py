@@ -63,8 +63,8 @@ def general():
 def finite_differences(model, grid, wrt, observable=probe):
     """Central differences (4th order) of the solve, per parameter entry.
 
-    The solve is the primal part of the compiled forward-mode program (its value output), run
-    on eagerly perturbed models: no derivative enters the differences.
+    The solve is the primal output of the compiled forward-mode program, run on eagerly
+    perturbed models: no derivative enters the differences.
     """
     zeros = adj.zero_perturbations(model, grid, wrt)
     out = {}
@@ -74,7 +74,7 @@ def finite_differences(model, grid, wrt, observable=probe):
         for idx in np.ndindex(zero.shape):
             def at(x):
                 mod, grd = adj.perturbed(model, grid, {name: zero.at[idx].set(x)})
-                return float(adj.value_and_grad(observable, mod, grd, wrt, mode="forward")[0])
+                return float(adj.value_and_jvp(observable, mod, grd, wrt, zeros)[0])
             grad[idx] = (8 * (at(eps) - at(-eps)) - (at(2 * eps) - at(-2 * eps))) / (12 * eps)
         out[name] = grad
     return out
@@ -97,9 +97,9 @@ def _case(name):
     # The symmetric reverse pass runs on 2 causal chunks (a windowed backward loop, as in every
     # solve of >= 256 steps); the general one on a single loop.
     chunks = 2 if name == "symmetric" else None
-    rev = adj.value_and_grad.lower(probe, model, grid, wrt, "reverse", chunks).compile()
+    rev = adj.lower(probe, model, grid, wrt, "reverse", chunks).compile()
     return dict(name=name, model=model, grid=grid, wrt=wrt,
-                reverse=rev(probe, model, grid, wrt, "reverse", chunks),
+                reverse=adj.value_and_grad(probe, model, grid, wrt, "reverse", chunks),
                 memory=rev.compiled.memory_analysis().temp_size_in_bytes,
                 forward=adj.value_and_grad(probe, model, grid, wrt, mode="forward"),
                 fd=finite_differences(model, grid, wrt))
@@ -149,7 +149,7 @@ def test_reverse_memory_is_quadratic(general_case):
     case = general_case
     big = TimeGrid(DT, 2 * STEPS)
     args = (probe, case["model"], big, case["wrt"], "reverse", None)
-    temp2 = adj.value_and_grad.lower(*args).compile().compiled.memory_analysis().temp_size_in_bytes
+    temp2 = adj.lower(*args).compile().compiled.memory_analysis().temp_size_in_bytes
     ratio = temp2 / case["memory"]
     assert 2.5 < ratio < 5.0, f"temp {case['memory']} -> {temp2} bytes (ratio {ratio:.2f})"
     # In units of the history itself (2 m^2 + 2 two-time buffers of L x L float64).
