@@ -29,7 +29,34 @@ from ._integrate import (
     integrate as integrate,
     solve as solve,
 )
+from ._meanfield import (
+    MeanFieldSolution as MeanFieldSolution,
+    mean_field_model as mean_field_model,
+    mean_field_neurons_model as mean_field_neurons_model,
+)
+from ._network import (
+    Problem as Problem,
+    TwoLayerNetwork as TwoLayerNetwork,
+    population_risk as population_risk,
+    problem as problem,
+)
+from ._reduced import (
+    h2_model as h2_model,
+    lz1 as lz1,
+    lz2_model as lz2_model,
+    mf1 as mf1,
+    mf2_model as mf2_model,
+    tau_prime as tau_prime,
+)
 from ._solution import Solution as Solution
+from ._sweep import SweepResult as SweepResult, sweep as sweep
+from ._threshold import (
+    fit_divergence as fit_divergence,
+    kindex_threshold as kindex_threshold,
+    relaxation_scan as relaxation_scan,
+    threshold as threshold,
+)
+from ._train import Protocol as Protocol, Trajectory as Trajectory, train as train
 
 try:
     __version__ = _version("dmft_jax")
