@@ -17,7 +17,8 @@ subprocess (float64):
 Memory, two honest measures: XLA's `memory_analysis()` of the compiled program (temporaries,
 arguments and outputs in bytes) and the peak resident set of the run (VmHWM of the
 subprocess, reset after compilation through /proc/self/clear_refs, minus the resident set
-just before the run). Times: min over `--repeat` runs after compilation.
+just before the run). Times: min over `--repeat` runs after compilation; each gradient
+case also times a plain solve in its own process, alternating with it, for the ratio.
 Results go to benchmarks/results/grad_cost.md with the machine and the date.
 """
 
@@ -77,17 +78,16 @@ def worker(case: str, steps: int, wrt: str, repeat: int) -> dict:
     names = adj.parse_wrt(wrt)
     params, static = eqx.partition((model, grid), eqx.is_array)
 
-    if case == "solve":
-        def fn(p):
-            return obs.e_ts(integrate(*eqx.combine(p, static)))
-    elif case == "jax.grad":
-        def fn(p):
-            f, zeros = adj.objective(obs.e_ts, *eqx.combine(p, static), names, mode="forward")
-            return jax.value_and_grad(f)(zeros)
+    def solve_fn(p):
+        return obs.e_ts(integrate(*eqx.combine(p, static)))
+
+    def jax_grad_fn(p):
+        f, zeros = adj.objective(obs.e_ts, *eqx.combine(p, static), names, mode="forward")
+        return jax.value_and_grad(f)(zeros)
 
     t0 = time.perf_counter()
     if case in ("solve", "jax.grad"):
-        compiled = jax.jit(fn).lower(params).compile()
+        compiled = jax.jit(solve_fn if case == "solve" else jax_grad_fn).lower(params).compile()
         mem = compiled.memory_analysis()
 
         def run():
@@ -105,15 +105,24 @@ def worker(case: str, steps: int, wrt: str, repeat: int) -> dict:
                output_bytes=mem.output_size_in_bytes)
     if case == "jax.grad":
         return out   # compile only: its O(N^3) tape would not fit at large N
-    times = []
+    jax.block_until_ready(run())
+    # A plain solve timed in the same process, alternating with the case: on a shared machine
+    # the ratio is then measured under the same load.
+    solve = jax.jit(solve_fn).lower(params).compile()
+    jax.block_until_ready(solve(params))
+    times, solve_times = [], []
     rss0 = _status().get("VmRSS")
     reset = _reset_peak()
     for _ in range(repeat):
         t0 = time.perf_counter()
         jax.block_until_ready(run())
         times.append(time.perf_counter() - t0)
-    peak = _status().get("VmHWM")
-    out.update(run_s=min(times), peak_rss_increase_bytes=(peak - rss0) if reset and peak else None)
+        peak = _status().get("VmHWM")
+        t0 = time.perf_counter()
+        jax.block_until_ready(solve(params))
+        solve_times.append(time.perf_counter() - t0)
+    out.update(run_s=min(times), solve_run_s=min(solve_times),
+               peak_rss_increase_bytes=(peak - rss0) if reset and peak else None)
     return out
 
 
@@ -154,8 +163,10 @@ def report(rows: list[dict], wrt: str, repeat: int) -> str:
         "- setting: symmetric DMFT of Fig. 4 (h = phihat = 0.9q + q^3/6, tau = 0.3, alpha = 0.3, "
         "m = 16, a0 = 1), t in [0, 10], observable e_ts(t_N), default causal chunking",
         f"- gradient w.r.t. {wrt} ({len(wrt.split(','))} parameters); times: min of {repeat} "
-        "run(s) after compilation; `temp`: XLA temporaries of the compiled program; "
-        "`peak RSS`: rise of the resident set during the run",
+        "run(s) after compilation (1 above N = 1024); time ratios against a plain solve timed "
+        "in the same process, alternating with the case; `temp`: XLA temporaries of the "
+        "compiled program (forward: the one-tangent pass, reused for each parameter); "
+        "`peak RSS`: rise of the resident set during the runs",
         "",
         "| N | case | run s | x solve | temp MB | x solve | peak RSS MB | compile s |",
         "|---|---|---|---|---|---|---|---|",
@@ -171,7 +182,7 @@ def report(rows: list[dict], wrt: str, repeat: int) -> str:
                 lines.append(f"| {steps} | {case} | failed: {' '.join(r['error'])} | | | | | |")
                 continue
             run = r.get("run_s")
-            t_ratio = (f"{run / base['run_s']:.2f}" if run and base.get("run_s") else "-")
+            t_ratio = (f"{run / r['solve_run_s']:.2f}" if run and r.get("solve_run_s") else "-")
             m_ratio = (f"{r['temp_bytes'] / base['temp_bytes']:.2f}"
                        if base.get("temp_bytes") else "-")
             lines.append(

@@ -173,16 +173,23 @@ def test_state_before_rebuilds_each_step(solved):
 
     @jax.jit
     def replay(final):
-        # (state after n steps, masked final history) for n = 0..N, and step N.
+        # (state after n steps, masked final history) for n = 0..N, and step N; then the
+        # final history peeled step by step (`unwrite`, as the backward pass does), n = N..0.
         def body(s, n):
             return Euler().step(model, n, s, grid), (s, adj.state_before(model, final, n, keys))
         last, pairs = jax.lax.scan(body, model.init(grid), jnp.arange(grid.steps + 1))
-        return pairs, last
 
-    (want, got), last = replay(final)
-    for a, b in zip(jtu.tree_leaves(got), jtu.tree_leaves(want)):
+        def peel(s, n):
+            s = adj.unwrite(model, s, n, keys)
+            return s, s
+        _, peeled = jax.lax.scan(peel, final, jnp.arange(grid.steps, -1, -1))
+        return pairs, last, jtu.tree_map(lambda x: x[::-1], peeled)
+
+    (want, got), last, peeled = replay(final)
+    for a, b, c in zip(jtu.tree_leaves(got), jtu.tree_leaves(want), jtu.tree_leaves(peeled)):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-16)
         np.testing.assert_array_equal(a == 0, b == 0)
+        np.testing.assert_array_equal(a, c)
     # Step N of the scan is the final row N (its writes of row N + 1 are dropped): the backward
     # pass relies on it.
     for a, b in zip(jtu.tree_leaves(last), jtu.tree_leaves(final)):
