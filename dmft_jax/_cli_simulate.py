@@ -80,6 +80,11 @@ def _gaussian_model(args, dmft):
         raise UsageError(f"{'--activation' if args.activation else '--h'}: degree {too_big[0]} "
                          f"of h needs d^{too_big[0]} = {float(args.d)**too_big[0]:.3g} entries "
                          "per sample: use a covariance of lower degree or a smaller --d")
+    streamed = [p for p in gm.degrees if p > args.max_stored_degree]
+    if streamed:
+        per_step = sum(gm.n * args.d**p for p in streamed)
+        print(f"dmft-jax simulate: note: degree(s) {streamed} of h are streamed (regenerated each "
+              f"step): ~{per_step:.2g} Gaussian draws per step and realization", file=sys.stderr)
     if args.batch > gm.n:
         raise UsageError(f"--batch {args.batch} exceeds the n = {gm.n} samples")
     return gm
@@ -143,15 +148,16 @@ def _run_simulate(args) -> int:
     ok = ~arrays["diverged"]
     summary = dict(realizations=args.realizations, diverged=bad, d=gm.d, n=gm.n, m=gm.m,
                    steps=steps, dt=dt, t=float(arrays["t"][-1]),
-                   e_tr=float(arrays["e_tr"][ok, -1].mean()) if ok.any() else float("nan"),
-                   e_ts=float(arrays["e_ts"][ok, -1].mean()) if ok.any() else float("nan"),
+                   e_tr=float(arrays["e_tr"][ok, -1].mean()) if ok.any() else None,
+                   e_ts=float(arrays["e_ts"][ok, -1].mean()) if ok.any() else None,
                    wall_time_s=round(wall, 3))
     if args.json:
         print(json.dumps(summary))
     else:
+        errors = (f"mean e_tr = {summary['e_tr']:.6g}, e_ts = {summary['e_ts']:.6g}" if ok.any()
+                  else "no realization converged")
         print(f"{args.realizations} realizations, d = {gm.d}, n = {gm.n}, {steps} steps of lr "
-              f"{args.lr:g} (dt = {dt:.4g}): at t = {summary['t']:g} mean e_tr = "
-              f"{summary['e_tr']:.6g}, e_ts = {summary['e_ts']:.6g} ({wall:.1f} s)"
+              f"{args.lr:g} (dt = {dt:.4g}): at t = {summary['t']:g} {errors} ({wall:.1f} s)"
               + (f"; wrote {args.out}" if args.out else ""))
     if bad:
         msg = (f"{bad} of {args.realizations} realizations diverged (flagged in 'diverged'); "

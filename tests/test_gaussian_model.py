@@ -219,3 +219,15 @@ def test_small_simulation_agrees_with_general_dmft(simulated):
         mean, err = x.mean(axis=0), x.std(axis=0, ddof=1) / np.sqrt(x.shape[0])
         gap = np.abs(mean - expected)
         assert np.all(gap <= 3 * err + allowance(D)), (name, gap.max(), err.max())
+
+
+def test_cli_flags_diverging_realizations(tmp_path, capsys):
+    """A step far beyond stability: every realization is flagged, the file is still written,
+    and the command ends with one line and exit code 1."""
+    out = tmp_path / "div.npz"
+    rc = main(["simulate", "--h", "validation", "--target", "none", "--m", "2", "--alpha", "0.5",
+               "--d", "12", "--realizations", "3", "--t-max", "60", "--lr", "30", "--a0", "5",
+               "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "diverged" in err[0] and "--lr" in err[0]
+    assert np.load(out)["diverged"].all()
