@@ -3,9 +3,8 @@
 Two ways through the N steps of `integrate`, both with O(N^2) memory:
 
 * **forward mode** (`mode="forward"`): `jax.jvp` through the ordinary loop, one compiled
-  pass per scalar parameter entry (each ~1.4-2x a solve; the tangents run one after another,
-  as a `vmap` over them is several times slower per tangent on CPU); best for a few
-  parameters.
+  pass per scalar parameter entry, run one after another (a `vmap` over the tangents, i.e.
+  `jax.jacfwd`, was several times slower per tangent on CPU); best for a few parameters.
 * **reverse mode** (`mode="reverse"`): `adjoint_final_state`, a `jax.custom_vjp` whose backward
   pass walks the steps in reverse. It never stores per-step copies of the history: every entry
   of every buffer is written exactly once (the auxiliaries R_A, C_A, nu, rho of row n by
@@ -16,8 +15,13 @@ Two ways through the N steps of `integrate`, both with O(N^2) memory:
   and applies `jax.vjp` of one Euler step to each rebuilt state, accumulating the parameter
   cotangents. The final `model.row(N)` is step N of that loop (its writes of row N + 1 fall
   outside the buffers and are dropped).
-  Cost ~3-4x a solve whatever the number of parameters. A function built on it is reverse-mode
-  differentiable only (`custom_vjp` has no JVP rule): use `mode="forward"` for `jvp`.
+  A function built on it is reverse-mode differentiable only (`custom_vjp` has no JVP rule):
+  use `mode="forward"` for `jvp`.
+
+Measured cost on a 2-core CPU (benchmarks/results/grad_cost.md, N = 512-1024, float64):
+reverse ~11-14x a solve whatever the number of parameters; forward ~5-6x a solve per
+parameter. XLA inserts full copies of the history buffers in the JVP and VJP loop bodies
+(none in the solve's body), so these constants are not intrinsic.
 
 Reverse-mode memory: with B two-time buffers of L x L = (N+1)^2 words (B = 6 for the
 symmetric DMFT: C_d, C_o, R_d, R_o, R_A, C_A; B = 2 m^2 + 2 for the general one), the live
@@ -396,8 +400,8 @@ def value_and_jvp(observable: Callable, model, grid: TimeGrid, wrt, tangent: dic
     """The observable and its directional derivative along `tangent` (forward mode).
 
     `tangent` maps each name of `wrt` to an array shaped like the parameter (e.g. the
-    `zero_perturbations` with one entry set to 1). One pass costs ~1.4-2x a solve, with O(N^2)
-    memory. The observable may be array-valued.
+    `zero_perturbations` with one entry set to 1). O(N^2) memory (about 2.4x a solve's
+    temporaries). The observable may be array-valued.
     """
     f, zeros = objective(observable, model, grid, wrt, "forward", chunks)
     return jax.jvp(f, (zeros,), (tangent,))
@@ -443,7 +447,8 @@ def value_and_grad(observable: Callable, model, grid: TimeGrid, wrt="a0",
     - `model`, `grid`: the DMFT (symmetric or general) and its time grid.
     - `wrt`: parameter names, "a0,tau" or a tuple (table in the module docstring).
     - `mode`: "reverse" (adjoint loop, one pass whatever the number of parameters) or
-      "forward" (one `value_and_jvp` pass per scalar parameter entry); both O(N^2) memory.
+      "forward" (one `value_and_jvp` pass per scalar parameter entry); both O(N^2) memory
+      (temporaries ~2.8x and ~2.4x a solve's). Reverse pays off from ~3 parameters on.
     - `chunks`: causal chunking of the loop (as `integrate`).
 
     **Returns:** `(value, grads)` with grads[name] shaped like the parameter.

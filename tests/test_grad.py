@@ -2,7 +2,8 @@
 trainer's meta-gradients (`dmft_jax._trainer_grad`) and `dmft-jax grad`.
 
 Every derivative is checked against central finite differences of the solver itself (a fourth
-order stencil on the same compiled, non-differentiated solve), to 1e-5 relative in float64.
+order stencil on the primal output of the compiled solve at perturbed parameters), to 1e-5
+relative in float64.
 """
 
 import jax
