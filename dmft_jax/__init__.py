@@ -5,6 +5,12 @@ Flat public API over private modules; see README.md and ../shared/spec/dmft.md.
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
+from . import _observables as observables
+from ._adjoint import (
+    differentiable_solve as differentiable_solve,
+    jacobian as jacobian,
+    value_and_grad as value_and_grad,
+)
 from ._algebra import AbstractAlgebra as AbstractAlgebra, General as General, Symmetric as Symmetric
 from ._covariance import (
     PRESETS as PRESETS,
@@ -22,6 +28,13 @@ from ._covariance import (
     target as target,
 )
 from ._dmft import DMFT as DMFT, general_dmft as general_dmft, symmetric_dmft as symmetric_dmft
+from ._gaussian_model import (
+    GaussianModel as GaussianModel,
+    Simulation as Simulation,
+    gaussian_model as gaussian_model,
+    gaussian_model_from_dmft as gaussian_model_from_dmft,
+    simulate as simulate,
+)
 from ._grid import TimeGrid as TimeGrid
 from ._integrate import (
     AbstractModel as AbstractModel,
@@ -57,6 +70,7 @@ from ._threshold import (
     threshold as threshold,
 )
 from ._train import Protocol as Protocol, Trajectory as Trajectory, train as train
+from ._trainer_grad import trainer_value_and_grad as trainer_value_and_grad
 
 try:
     __version__ = _version("dmft_jax")
