@@ -14,6 +14,8 @@ which is what `value_and_grad(min_e_ts, ...)` returns (the gradient of the exact
 the gradient at the argmin). The search runs on x = log a0 (a0 > 0; F is even in a0 because
 a -> -a, v -> -v is a symmetry of this odd target) with a safeguarded secant method on
 dF/dx; one forward-mode value+gradient per iterate. The grid search solves on log-spaced a0.
+F is only piecewise smooth (the minimizing grid time jumps from one t_n to the next), so the
+search stops when its steps become small (|dx| < 1e-3) and reports its best iterate.
 Writes benchmarks/results/hyperopt.md and benchmarks/figures/hyperopt.png.
 """
 
@@ -100,10 +102,15 @@ def secant_search(grid: TimeGrid, start: float, tol: float = 1e-6, max_iter: int
         history.append(dict(a0=np.exp(x_new), F=F_new, dF_dlog_a0=g_new, T=T))
         curvature = (g_new - g) / (x_new - x)
         step = -g_new / curvature if curvature > 0 else 2.0 * (x_new - x)
+        done = abs(g_new) < tol or abs(x_new - x) < 1e-3
         x, g = x_new, g_new
-        if abs(g) < tol:
+        if done:
             break
     return history
+
+
+def best_of(rows: list[dict]) -> dict:
+    return min(rows, key=lambda r: r["F"])
 
 
 def figure(grid_rows, history, grid, path: Path) -> None:
@@ -115,7 +122,7 @@ def figure(grid_rows, history, grid, path: Path) -> None:
              label="grid search")
     ax1.plot([h["a0"] for h in history], [h["F"] for h in history], "x", color="C3",
              label="secant iterates (exact gradients)")
-    best = history[-1]
+    best = best_of(history)
     ax1.plot([best["a0"]], [best["F"]], "*", color="C3", ms=14)
     ax1.set(xscale="log", xlabel="a0", ylabel=r"$\min_t e_{ts}(t)$",
             title=r"test error at the best stopping time")
@@ -145,8 +152,8 @@ def run(cfg: dict) -> dict:
 
 
 def report(cfg, res) -> str:
-    best_grid = min(res["grid_rows"], key=lambda r: r["F"])
-    best = res["history"][-1]
+    best_grid = best_of(res["grid_rows"])
+    best = best_of(res["history"])
     lines = [
         "# Initialization scale and stopping time by exact gradients (benchmarks/hyperopt.py)",
         "",
@@ -165,6 +172,13 @@ def report(cfg, res) -> str:
         f"| secant on exact dF/dlog a0 (forward mode) | {len(res['history'])} value+gradient | "
         f"{best['a0']:.4g} | {best['F']:.6f} | {best['T']:.3g} | "
         f"{res['gradient_seconds']:.1f} |",
+        "",
+        "Reading: smaller initializations generalize better here but learn later (escape from "
+        "a ~ 0 takes ~log(1/a0)), so with this budget the optimum is the scale whose test-error "
+        "minimum arrives at the end of the budget (T* at or next to T_max). F is flat near "
+        "the optimum: the gradient search pins it down (|dF/dlog a0| -> 0 up to the kinks "
+        "where the minimizing grid time jumps), the grid search lands within its spacing. "
+        "Each value+gradient costs ~2-5 solves (forward mode, one parameter) on this CPU.",
         "",
         "Gradient iterates:",
         "",

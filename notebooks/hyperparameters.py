@@ -96,8 +96,8 @@ history = hyperopt.secant_search(grid, cfg["start"])
 for k, h in enumerate(history):
     print(f"{k:2d}: a0 = {h['a0']:.5g}, F = {h['F']:.7f}, dF/dlog a0 = {h['dF_dlog_a0']:.2e}, "
           f"T* = {h['T']:.3g}")
-best = history[-1]
-best_grid = min(grid_rows, key=lambda r: r["F"])
+best = hyperopt.best_of(history)
+best_grid = hyperopt.best_of(grid_rows)
 print(f"gradient: a0 = {best['a0']:.4g}, F = {best['F']:.7f}, T* = {best['T']:.3g} "
       f"({len(history)} value+gradient evaluations)")
 print(f"grid:     a0 = {best_grid['a0']:.4g}, F = {best_grid['F']:.7f}, T* = {best_grid['T']:.3g} "
