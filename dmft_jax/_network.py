@@ -271,7 +271,12 @@ def rescaled_hermite(s: Array, r2: Array) -> Array:
     """
     coef, power = _rescale_table(s.shape[0] - 1)
     x = (r2[..., None, None] - 1.0) / 2.0
-    terms = jnp.asarray(coef, s.dtype) * jnp.power(x, jnp.asarray(power, s.dtype))
+    power = jnp.asarray(power, s.dtype)
+    # x^0 = 1 written out: jnp.power(0., 0.) has a NaN derivative (0 * 0^-1), and x = 0 is
+    # exactly the unit sphere.
+    zero = power == 0
+    x_pow = jnp.where(zero, 1.0, jnp.power(jnp.where(zero, 1.0, x), power))
+    terms = jnp.asarray(coef, s.dtype) * x_pow
     return terms @ s
 
 
