@@ -67,11 +67,11 @@ def plot_regimes(results: dict, path: str, tau: float = 2.5) -> None:
         axis.axhline(plateau(tau), color="gray", lw=0.8, ls=":", label="plateau [2.7]")
         axis.axhline(tau**2 / 2, color="k", lw=0.6, ls="-.", label=r"$\tau^2/2$")
     ax[0].set(xlim=(0, 3), xlabel="t m", ylabel="error",
-              title="1: t ~ 1/m, linear part learned, train = test")
+              title="1: t ~ 1/m: linear part learned (train -> test as m grows)")
     ax[0].legend(fontsize=7, ncol=2)
-    ax[1].set(xlim=(0, 6), xlabel="t", title="2: t ~ 1, train falls, test flat")
+    ax[1].set(xlim=(0, 6), xlabel="t", title="2: t ~ 1: train falls, test nearly flat")
     ax[2].set(xlabel="t / m", ylabel=r"$\gamma = a/\sqrt{m}$",
-              title="3: t ~ m, gamma grows, train -> 0, test rises")
+              title="3: t ~ m: gamma grows while train -> 0 (collapse in t/m)")
     ax[2].legend(fontsize=8)
     fig.suptitle(r"SymmDMFT, lazy init $\gamma_0 = 1$, $h = \hat\varphi = 0.9q + q^2/2$, "
                  rf"$\tau = {tau}$, $\alpha = 0.3$: curves of different m collapse on each scale")
