@@ -141,3 +141,14 @@ def test_threshold_prints_one_json_line(capsys):
 def test_threshold_bad_range(capsys):
     assert main(["threshold", "--range", "1.0"]) == 2
     assert "--range" in capsys.readouterr().err
+
+
+def test_demo_quick_writes_its_figure(tmp_path):
+    """`dmft-jax demo --quick` (m = 4, 8) writes a real figure; the lazy solves reach
+    interpolation (e_tr -> 0) with gamma grown above gamma0 = 1 (third regime)."""
+    from dmft_jax._demo import QUICK, solve_widths
+    path = tmp_path / "demo.png"
+    assert main(["demo", "--quick", "--out", str(path)]) == 0
+    assert path.stat().st_size > 20_000
+    res = solve_widths(QUICK[:1], log=lambda s: None)[4]
+    assert res["e_tr"][-1] < 1e-3 < res["e_ts"][-1] and res["gamma"][-1] > 1.3
