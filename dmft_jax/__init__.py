@@ -5,7 +5,7 @@ Flat public API over private modules; see README.md and ../shared/spec/dmft.md.
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import _observables as observables
+from . import _observables as observables  # noqa: F401  (public submodule)
 from ._adjoint import (
     differentiable_solve as differentiable_solve,
     jacobian as jacobian,

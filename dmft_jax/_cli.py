@@ -161,7 +161,7 @@ def covariance_and_target(args):
 
 def model_from_args(args):
     """The DMFT model described by the physics flags (symmetric, or general with --init)."""
-    from ._dmft import general_dmft, symmetric_dmft
+    from ._dmft import symmetric_dmft
     _check_common(args)
     h, h_spec = _covariance_from(args)
     tgt = _target_from(args, h_spec)

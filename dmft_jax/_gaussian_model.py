@@ -52,7 +52,7 @@ import numpy as np
 from jaxtyping import Array
 
 from ._algebra import Symmetric
-from ._covariance import AbstractKernel, Polynomial, Target, covariance
+from ._covariance import AbstractKernel, Polynomial, Target
 
 #: Largest number of tensor entries regenerated at once when streaming a degree >= 3.
 _STREAM_BLOCK_ENTRIES = 1 << 22
@@ -309,7 +309,7 @@ def realize(model: GaussianModel, key, *, max_stored_degree: int = 2, dtype=None
     """
     dtype = jnp.result_type(float) if dtype is None else dtype
     k_init, k_tensor, k_noise = jr.split(key, 3)
-    n, d, m, k = model.n, model.d, model.m, model.k
+    n, d = model.n, model.d
     rows = jnp.arange(n)
     tensors, phi = [], jnp.zeros((n,), dtype)
     f = model.f.astype(dtype)
