@@ -44,7 +44,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-ROOT = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / "benchmarks" / "hyperopt.py").exists())
+try:  # run as a script: the repository is the parent of notebooks/
+    _HERE = Path(__file__).resolve().parent
+except NameError:  # inside Jupyter: search upwards from the working directory
+    _HERE = Path.cwd()
+ROOT = next(p for p in [_HERE, *_HERE.parents] if (p / "benchmarks" / "hyperopt.py").exists())
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import hyperopt  # noqa: E402
 
