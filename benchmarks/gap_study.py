@@ -26,7 +26,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import sys
 import time
 
@@ -34,6 +33,9 @@ os.environ.setdefault("JAX_ENABLE_X64", "1")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import replace_section  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -246,22 +248,13 @@ def figure(all_results, path, title):
 
 
 def write_section(path, variant, text):
-    """Replace this variant's section of the results file (others are kept)."""
-    begin, end = f"<!-- variant: {variant} -->", f"<!-- end variant: {variant} -->"
+    """Replace this section of the results file (others are kept)."""
     header = ("# Real networks vs DMFT: Fig. 4 setting and the train-error gap\n\n"
               "Produced by `benchmarks/gap_study.py` (one section per variant; each run "
               "replaces its own section). `--quick`: CPU smoke run; `cpu-d200`: d = 200 on "
               "the 2-core CPU up to m = 64; `full` (d = 200, m = 8 ... 128, GPU): "
               "`python benchmarks/gap_study.py`; `paper-protocol`: `--paper-protocol`.\n")
-    old = open(path).read() if os.path.exists(path) else header
-    block = f"{begin}\n{text.rstrip()}\n{end}\n"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: block, old)
-    else:
-        new = old.rstrip() + "\n\n" + block
-    with open(path, "w") as fh:
-        fh.write(new)
+    replace_section(path, "variant", variant, text, header)
 
 
 def main(argv=None):

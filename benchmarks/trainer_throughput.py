@@ -24,7 +24,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import sys
 import time
 import timeit
@@ -35,6 +34,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import replace_section  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -83,7 +85,7 @@ def measure(prob, protocol, inputs, repeats: int):
 
 
 def write_section(path, key, text):
-    begin, end = f"<!-- device: {key} -->", f"<!-- end device: {key} -->"
+    """Replace this section of the results file (others are kept)."""
     header = ("# Trainer throughput: vmapped sweep vs Python loop\n\n"
               "Produced by `benchmarks/trainer_throughput.py` (one section per device kind and "
               "size). The loop is over runs, not steps: each call runs one compiled scan over "
@@ -91,15 +93,7 @@ def write_section(path, key, text):
               "2-core CPU the per-run work already occupies both cores and the ratio stays near "
               "1 (0.7-1.3 between repeats on the shared machine); the batching gain is expected "
               "on a GPU, where one run uses a small fraction of the device.\n")
-    old = open(path).read() if os.path.exists(path) else header
-    block = f"{begin}\n{text.rstrip()}\n{end}\n"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: block, old)
-    else:
-        new = old.rstrip() + "\n\n" + block
-    with open(path, "w") as fh:
-        fh.write(new)
+    replace_section(path, "device", key, text, header)
 
 
 def main(argv=None):

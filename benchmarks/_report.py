@@ -1,0 +1,19 @@
+"""Shared helper of the benchmark scripts: results files made of replaceable sections."""
+
+from __future__ import annotations
+
+import os
+import re
+
+
+def replace_section(path: str, kind: str, key: str, text: str, header: str) -> None:
+    """Write `text` as the section `<!-- kind: key -->` ... `<!-- end kind: key -->` of the
+    markdown file `path` (created with `header`), replacing that section if present and keeping
+    every other section, so that runs on different machines or variants accumulate."""
+    begin, end = f"<!-- {kind}: {key} -->", f"<!-- end {kind}: {key} -->"
+    old = open(path).read() if os.path.exists(path) else header
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
+    new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block
+    with open(path, "w") as fh:
+        fh.write(new)
