@@ -38,7 +38,7 @@ from ._gaussian_model import (
 from ._grid import TimeGrid as TimeGrid
 from ._integrate import (
     AbstractModel as AbstractModel,
-    Euler as Euler,
+    Adaptive as Adaptive,
     integrate as integrate,
     solve as solve,
 )
@@ -61,7 +61,15 @@ from ._reduced import (
     mf2_model as mf2_model,
     tau_prime as tau_prime,
 )
+from ._results import RESULTS as RESULTS
 from ._solution import Solution as Solution
+from ._stepper import (
+    AbstractStepper as AbstractStepper,
+    Euler as Euler,
+    Map as Map,
+    Quadrature as Quadrature,
+    Trapezoid as Trapezoid,
+)
 from ._sweep import SweepResult as SweepResult, sweep as sweep
 from ._threshold import (
     fit_divergence as fit_divergence,

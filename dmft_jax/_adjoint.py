@@ -64,47 +64,20 @@ import numpy as np
 
 from ._covariance import Polynomial
 from ._grid import TimeGrid
-from ._integrate import AbstractModel, Euler, chunk_bounds, integrate
+from ._integrate import AbstractModel, _fixed, chunk_bounds
+from ._stepper import AbstractStepper, Euler
 
 MODES = ("forward", "reverse")
 
 
 # ------------------------------------------------------------------------- the final history
-class _FinalState(AbstractModel):
-    """`model` with `solution` returning the completed history (so `integrate` is reused)."""
-
-    model: AbstractModel
-
-    def init(self, grid):
-        return self.model.init(grid)
-
-    def row(self, n, state, grid):
-        return self.model.row(n, state, grid)
-
-    def write(self, n, state, front):
-        return self.model.write(n, state, front)
-
-    def solution(self, state, grid):
-        del grid
-        return state
-
-    def time_axes(self):
-        return self.model.time_axes()
+def final_state(model: AbstractModel, grid: TimeGrid, stepper: AbstractStepper,
+                chunks: int | None = None) -> dict:
+    """The completed history of a fixed-grid solve (rows 0..N, auxiliaries of row N included)."""
+    return _fixed(model, grid, stepper, False, "", chunks)
 
 
-def final_state(model: AbstractModel, grid: TimeGrid, chunks: int | None = None) -> dict:
-    """The completed history of `integrate` (rows 0..N, auxiliaries of row N included)."""
-    return integrate(_FinalState(model), grid, chunks=chunks)
-
-
-def advancing_keys(model: AbstractModel, state: dict, grid: TimeGrid) -> frozenset:
-    """State keys written by `model.write` (row n + 1 at step n); the others are auxiliaries
-    written by `model.row` (row n at step n)."""
-    front = jax.eval_shape(lambda s: model.row(0, s, grid)[1], state)
-    return frozenset(front)
-
-
-def state_before(model: AbstractModel, state: dict, n, advancing: frozenset) -> dict:
+def state_before(model: AbstractModel, state: dict, n) -> dict:
     """The history as it was before step n, rebuilt from the final history `state`.
 
     Step n writes row n of the auxiliaries and row n + 1 of the advancing quantities (and the
@@ -113,7 +86,7 @@ def state_before(model: AbstractModel, state: dict, n, advancing: frozenset) -> 
     <= n, the auxiliaries at indices < n, and zeros (their initial value) elsewhere. With
     n = N this is the state before the final `model.row(N)`.
     """
-    out = dict(state)
+    out, advancing = dict(state), model.advancing()
     for key, k in model.time_axes().items():
         limit = n + 1 if key in advancing else n
 
@@ -128,14 +101,14 @@ def state_before(model: AbstractModel, state: dict, n, advancing: frozenset) -> 
     return out
 
 
-def unwrite(model: AbstractModel, state: dict, n, advancing: frozenset) -> dict:
+def unwrite(model: AbstractModel, state: dict, n) -> dict:
     """The state before step n from the state after it: zero what step n wrote.
 
     That is index n + 1 of the advancing buffers and index n of the auxiliaries, along every
     time axis (a row and, for two-time buffers, a column: the column's entries past the row
     were written by later steps and are already zero). O(L) per buffer, in place in a loop.
     """
-    out = dict(state)
+    out, advancing = dict(state), model.advancing()
     for key, k in model.time_axes().items():
         idx = n + 1 if key in advancing else n
 
@@ -157,29 +130,35 @@ def _backward(params, static, final: dict, bar: dict, chunks):
     """Cotangent of the (inexact-array) parameters given the cotangent `bar` of the history.
 
     The carry holds the state before the current step, peeled off the final history one
-    step at a time (`unwrite`), and the cotangents of the state and of the parameters.
+    step at a time (`unwrite`), and the cotangents of the state and of the parameters. The
+    stepper (part of `static`/`params`) is the one of the forward pass: it must keep the
+    write-once invariant of `dmft_jax._stepper`.
     """
-    model, grid = eqx.combine(params, static)
-    steps, stepper = grid.steps, Euler()
-    advancing = advancing_keys(model, final, grid)
+    model, grid, stepper = eqx.combine(params, static)
+    steps = grid.steps
 
     def step(p, n, s):
-        mod, grd = eqx.combine(p, static)
-        return stepper.step(mod, n, s, grd)
+        mod, grd, stp = eqx.combine(p, static)
+        return stp.step(mod, n, s, grd.ts[:_time_length(mod, s)]).state
 
     def body(n, carry):
         acc, b, s = carry
-        s = unwrite(model, s, n, advancing)
+        s = unwrite(model, s, n)
         _, pull = jax.vjp(lambda p, s: step(p, n, s), params, s)
         dp, b = pull(b)
         return _tree_add(acc, dp), b, s
 
-    # The final `model.row(N)` is Euler step N: its writes of row N + 1 fall outside the
-    # buffers and are dropped (JAX scatter semantics), so the backward pass starts at n = N.
-    p_bar, state = jtu.tree_map(jnp.zeros_like, params), final
+    # The final `model.row(N)` wrote the auxiliaries of row N only.
+    def last_row(p, s):
+        mod, grd, stp = eqx.combine(p, static)
+        return mod.row(steps, s, stp.quadrature.weights(grd.ts, steps))[0]
+
+    state = model.clear_aux(steps, final)
+    _, pull = jax.vjp(last_row, params, state)
+    p_bar, bar = pull(bar)
     for lo, hi in reversed(chunk_bounds(steps, chunks)):
         full = hi + 1 >= grid.size
-        top = hi if full else hi - 1
+        top = hi - 1
         carry = (p_bar, bar, state) if full else (p_bar, model.window(bar, hi + 1),
                                                   model.window(state, hi + 1))
         p_bar, b, s = jax.lax.fori_loop(0, top - lo + 1, lambda j, c, top=top: body(top - j, c),
@@ -187,20 +166,26 @@ def _backward(params, static, final: dict, bar: dict, chunks):
         bar, state = (b, s) if full else (model.unwindow(bar, b), model.unwindow(state, s))
 
     def init(p):
-        mod, grd = eqx.combine(p, static)
-        return mod.init(grd)
+        mod, grd, _ = eqx.combine(p, static)
+        return mod.init(grd.size)
 
     _, pull_init = jax.vjp(init, params)
     return _tree_add(p_bar, pull_init(bar)[0])
 
 
-def adjoint_final_state(model: AbstractModel, grid: TimeGrid,
+def _time_length(model: AbstractModel, state: dict) -> int:
+    """Number of stored times of a (possibly windowed) history."""
+    key = next(iter(model.time_axes()))
+    return jtu.tree_leaves(state[key])[0].shape[-1]
+
+
+def adjoint_final_state(model: AbstractModel, grid: TimeGrid, stepper: AbstractStepper = Euler(),
                         chunks: int | None = None) -> dict:
     """`final_state` whose reverse-mode derivative is the O(N^2)-memory adjoint loop.
 
     Differentiable (reverse mode only) in every inexact array of `model` and `grid`.
     """
-    params, static = eqx.partition((model, grid), eqx.is_inexact_array)
+    params, static = eqx.partition((model, grid, stepper), eqx.is_inexact_array)
 
     @jax.custom_vjp
     def run(p):
@@ -219,16 +204,16 @@ def adjoint_final_state(model: AbstractModel, grid: TimeGrid,
 
 
 def differentiable_solve(model: AbstractModel, grid: TimeGrid, mode: str = "reverse",
-                         chunks: int | None = None):
-    """The solution of `model` on `grid`, differentiable in `mode`.
+                         chunks: int | None = None, stepper: AbstractStepper = Euler()):
+    """The solution of `model` on the fixed grid `grid`, differentiable in `mode`.
 
     `mode="reverse"`: built on `adjoint_final_state` (O(N^2)-memory `jax.grad`/`vjp`, no JVP);
-    `mode="forward"`: plain `integrate` (for `jax.jvp`/`jacfwd`; O(N^3) memory under grad).
+    `mode="forward"`: the plain loop (for `jax.jvp`/`jacfwd`; O(N^3) memory under grad).
     """
     _check_mode(mode)
     if mode == "forward":
-        return integrate(model, grid, chunks=chunks)
-    return model.solution(adjoint_final_state(model, grid, chunks), grid)
+        return model.solution(final_state(model, grid, stepper, chunks), grid.ts)
+    return model.solution(adjoint_final_state(model, grid, stepper, chunks), grid.ts)
 
 
 # ------------------------------------------------------------------------------ parameters
@@ -295,7 +280,7 @@ def _perturb(model, grid, name: str, p, delta):
                                       model.alpha_bar + model.m * delta), grid),
         "norm2": lambda: (eqx.tree_at(lambda mod: mod.target.norm2, model,
                                       model.target.norm2 + delta), grid),
-        "dt": lambda: (model, eqx.tree_at(lambda g: g.dt, grid, grid.dt + delta)),
+        "dt": lambda: (model, grid.scaled(1.0 + delta / grid.dt)),
         "h": lambda: _set_h(model, grid, delta, p),
         "phihat": lambda: _set_phihat(model, grid, delta, p),
     }

@@ -34,6 +34,7 @@ from __future__ import annotations
 import abc
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
@@ -130,6 +131,33 @@ class AbstractAlgebra(eqx.Module):
     def mean_vec(self, a: Array) -> Array:
         """(1/m) sum_i a_i."""
 
+    @abc.abstractmethod
+    def matmul(self, x: Array, y: Array) -> Array:
+        """The plain matrix product sum_l x_il y_lj (no 1/m): x (*mat), y (*mat, ...)."""
+
+    @abc.abstractmethod
+    def matmul_vec(self, x: Array, v: Array) -> Array:
+        """sum_l x_il v_l... for a neuron vector with trailing axes: x (*mat), v (*vec, ...)."""
+
+    @abc.abstractmethod
+    def phi(self, k: Array, h: Array, order: int, lyapunov: bool = False) -> Array | None:
+        """The matrix phi_order(-h K) for K (*mat) (phi_0 = exp, phi_1(z) = (e^z - 1)/z,
+        phi_2(z) = (e^z - 1 - z)/z^2), applied by `matmul` / `matmul_vec`.
+
+        With `lyapunov`, the function of the operator y -> K y + y K instead (for commuting
+        representations, phi(-2 h K)); None where the algebra does not provide it (then the
+        caller treats that quantity without a stiff part).
+        """
+
+    def product(self, x: Array, y: Array) -> Array:
+        """(1/m) sum_l x_il y_lj: x (*mat), y (*mat, ...)."""
+        return self.matmul(x, y) / self.m
+
+    def with_unit_diagonal(self, x: Array) -> Array:
+        """x with x_ii = 1 (the constraint C_ii(t, t) = 1)."""
+        eye = self.identity(x.dtype)
+        return x * (1 - eye) + eye
+
 
 class Symmetric(AbstractAlgebra):
     """Matrices D I + O (J - I), stored as the pair (D, O); neuron vectors as one value.
@@ -222,6 +250,33 @@ class Symmetric(AbstractAlgebra):
     def mean_vec(self, a):
         return a
 
+    # Eigen-channels of D I + O (J - I): "perp" (vectors orthogonal to 1, D - O, multiplicity
+    # m - 1) and "par" (the all-ones vector, D + (m - 1) O). Products are channel-diagonal.
+    def _channels(self, x):
+        return x[0] - x[1], x[0] + (self.m - 1.0) * x[1]
+
+    def _from_channels(self, perp, par):
+        m = self.m
+        return jnp.stack([(par + (m - 1.0) * perp) / m, (par - perp) / m])
+
+    def matmul(self, x, y):
+        xs = x.reshape(x.shape + (1,) * (y.ndim - 1))
+        xp, xq = self._channels(xs)
+        yp, yq = self._channels(y)
+        return self._from_channels(xp * yp, xq * yq)
+
+    def matmul_vec(self, x, v):
+        # a neuron vector with all entries equal lies in the "par" channel
+        return (x[0] + (self.m - 1.0) * x[1]) * v
+
+    def phi(self, k, h, order, lyapunov=False):
+        # Every matrix of the algebra commutes with K: y -> K y + y K is 2 K, and phi acts on
+        # the two channel eigenvalues.
+        from ._stepper import phi_scalar
+        scale = 2.0 * h if lyapunov else h
+        lp, lq = self._channels(k)
+        return self._from_channels(phi_scalar(order, -scale * lp), phi_scalar(order, -scale * lq))
+
 
 class General(AbstractAlgebra):
     """Dense m x m matrices and length-m neuron vectors (spec section 4)."""
@@ -289,3 +344,22 @@ class General(AbstractAlgebra):
 
     def mean_vec(self, a):
         return jnp.mean(a, axis=0)
+
+    def matmul(self, x, y):
+        return jnp.einsum("il,lj...->ij...", x, y)
+
+    def matmul_vec(self, x, v):
+        return jnp.einsum("il,l...->i...", x, v)
+
+    def phi(self, k, h, order, lyapunov=False):
+        # phi_1, phi_2 from one exponential of a block matrix (Higham): exp of
+        # [[A, I, 0], [0, 0, I], [0, 0, 0]] is [[e^A, phi_1(A), phi_2(A)], ...], A = -h K.
+        # (An eigendecomposition would be cheaper but its derivative is wrong where
+        # eigenvalues are degenerate, e.g. under symmetric initial conditions.)
+        if lyapunov:
+            return None
+        m = self.m
+        eye, zero = jnp.eye(m, dtype=k.dtype), jnp.zeros((m, m), k.dtype)
+        big = jnp.block([[-h * k, eye, zero], [zero, zero, eye], [zero, zero, zero]])
+        e = jax.scipy.linalg.expm(big)
+        return e[:m, order * m:(order + 1) * m]

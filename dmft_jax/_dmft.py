@@ -12,55 +12,68 @@ R_A and C_A (L, L).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array
 
 from ._algebra import AbstractAlgebra, General, Symmetric
+from ._checks import check_kernel, check_scalar, concrete, target_or_noise
 from ._covariance import AbstractKernel, Target
-from ._grid import TimeGrid
 from ._integrate import AbstractModel
+from ._results import diverged_rows
 from ._solution import Solution
+from ._stepper import AbstractStiff, Row, RowWeights
+from ._volterra import d2_times, response_rows
 
 
-def d2_times(kernel: AbstractKernel, q: Array, r: Array) -> Array:
-    """h''(q) * r, defined as 0 where r == 0.
+class Stiff(AbstractStiff):
+    """The instantaneous linear part of the DMFT rates: K = diag(nu) + M^delta / m.
 
-    The response R vanishes on the diagonal t = s, exactly where C_ii = 1 and where h'' may be
-    infinite. The double `where` keeps gradients finite there.
+    The delta part of M^R, M^delta_ij = (alpha_bar / m) a_i a_j h'(C_ij(t, t)), acts on every
+    two-time row X(t, .) (C and R: d/dt X = -K X + ...), on v, and on the equal-time C(t, t)
+    (d/dt C(t, t) = -(K C + C K) + ...). It sets the explicit-Euler bound of spec section 6;
+    `Trapezoid` integrates it exactly.
     """
-    nonzero = r != 0
-    safe_q = jnp.where(nonzero, q, jnp.zeros_like(q))
-    return jnp.where(nonzero, kernel.d2(safe_q) * r, jnp.zeros_like(r))
 
+    algebra: AbstractAlgebra
+    K: Array
 
-def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, n, dt):
-    """Row n of R_A and C_A from [C.19] by the explicit recursion of spec section 6.
+    _KINDS: ClassVar[dict] = {"C": "row", "R": "row", "v": "vector", "C_eq": "lyapunov"}
 
-    `sigma_r`, `sigma_c`: rows n of Sigma_R, Sigma_C (zero beyond n; sigma_r[n] = 0);
-    `r_a`: R_A with rows < n written (lower triangular, 1/dt on the diagonal);
-    `c_a`: C_A with rows and columns < n written (symmetric). Returns the buffers with row n
-    (and column n of C_A) written, and the two rows:
+    def phi(self, k, h, tree):
+        out = {}
+        for key, y in tree.items():
+            kind = self._KINDS.get(key)
+            mat = (None if kind is None else
+                   self.algebra.phi(self.K, h, k, lyapunov=(kind == "lyapunov")))
+            if mat is None:
+                out[key] = (1.0 if k < 2 else 0.5) * y
+            elif kind == "vector":
+                out[key] = self.algebra.matmul_vec(mat, y)
+            else:
+                out[key] = self.algebra.matmul(mat, y)
+        return out
 
-        R_A[n, k] = delta_nk / dt - dt sum_{l<n} Sigma_R[n, l] R_A[l, k]                  [D.5]
-        C_A[n, k] = -dt sum_{l<n} Sigma_R[n, l] C_A[l, k] - dt sum_{l<=k} Sigma_C[n, l] R_A[k, l]
-
-    C_A[n, n] uses the entries C_A[n, l < n] just computed, as C_A[l, n] = C_A[n, l].   [D.6]
-    """
-    e_n = (jnp.arange(r_a.shape[0]) == n).astype(r_a.dtype)
-    r_row = e_n / dt - dt * (sigma_r @ r_a)
-    r_a = r_a.at[n].set(r_row)
-    c_row = -dt * (sigma_r @ c_a) - dt * (r_a @ sigma_c)
-    c_row = c_row.at[n].add(-dt * jnp.dot(sigma_r, c_row))
-    c_a = c_a.at[n].set(c_row).at[:, n].set(c_row)
-    return r_a, c_a, r_row, c_row
-
-
-def set_next(x: Array, n, value: Array) -> Array:
-    """x with entry n + 1 of its last axis set to `value` (no-op past the end)."""
-    return jnp.where(jnp.arange(x.shape[-1]) == n + 1, value[..., None], x)
+    def times(self, tree):
+        out = {}
+        lyapunov = self.algebra.phi(self.K, jnp.ones((), self.K.dtype), 0, True) is not None
+        for key, y in tree.items():
+            kind = self._KINDS.get(key)
+            if kind == "row":
+                out[key] = self.algebra.matmul(self.K, y)
+            elif kind == "vector":
+                out[key] = self.algebra.matmul_vec(self.K, y)
+            elif kind == "lyapunov" and lyapunov:
+                ky = self.algebra.matmul(self.K, y)
+                out[key] = ky + self.algebra.transpose(ky)
+            else:
+                out[key] = jnp.zeros_like(y)
+        return out
 
 
 class DMFT(AbstractModel):
@@ -80,6 +93,13 @@ class DMFT(AbstractModel):
     - `freeze_a`: keep the second layer at a(0) (drop [C.7] / [C.32]).
 
     Construct with `symmetric_dmft` / `general_dmft`, which validate their input.
+
+    **Discretization.** The model computes row n of the history from the quadrature weights
+    of the stepper (`RowWeights`): every integral over the past is a weighted sum over the
+    stored times plus its jump terms (R(t^+, t) = I, r_A(t^+, t) = -Sigma_R(t, t^-)), and the
+    delta parts of R_A and M^R are counted exactly (full weight at the upper end, spec
+    section 6). History buffers: `R_A` holds the regular part of R_A; `R` holds R(t_n, t_l)
+    for l < n (zero diagonal); `sigma_jump` holds Sigma_R(t_n, t_n^-).
     """
 
     algebra: AbstractAlgebra
@@ -105,10 +125,17 @@ class DMFT(AbstractModel):
         """Overparametrization ratio alpha = n / (m d) = alpha_bar / m."""
         return self.alpha_bar / self.m
 
+    @property
+    def dtype(self):
+        return jnp.result_type(float, self.tau, self.alpha_bar, self.a0)
+
+    def valid(self) -> Array:
+        return (self.alpha_bar > 0) & (self.tau >= 0) & jnp.isfinite(self.alpha_bar) \
+            & jnp.isfinite(self.tau) & jnp.all(jnp.isfinite(self.a0))
+
     # ----------------------------------------------------------------- buffers
-    def init(self, grid: TimeGrid):
-        alg, size = self.algebra, grid.size
-        dtype = jnp.result_type(float, self.tau, self.alpha_bar, self.a0, grid.dt)
+    def init(self, size: int):
+        alg, dtype = self.algebra, self.dtype
         vec, mat = alg.vector_shape, alg.matrix_shape
         return dict(
             a=jnp.zeros((*vec, size), dtype).at[..., 0].set(self.a0),
@@ -120,10 +147,14 @@ class DMFT(AbstractModel):
             C_A=jnp.zeros((size, size), dtype),
             nu=jnp.zeros((*vec, size), dtype),
             rho=jnp.zeros((size,), dtype),
+            sigma_jump=jnp.zeros((size,), dtype),
         )
 
     def time_axes(self):
-        return dict(a=1, v=1, C=2, R=2, R_A=2, C_A=2, nu=1, rho=1)
+        return dict(a=1, v=1, C=2, R=2, R_A=2, C_A=2, nu=1, rho=1, sigma_jump=1)
+
+    def advancing(self):
+        return frozenset({"a", "v", "C", "R"})
 
     # -------------------------------------------------------------- one row
     def _phihat_over_time(self, v: Array) -> Array:
@@ -141,63 +172,96 @@ class DMFT(AbstractModel):
         sigma_r = alg.mean_all(aa * self.h.d1(c_n) * r_n)
         return jnp.where(past, sigma_c, 0.0), jnp.where(past, sigma_r, 0.0), aa
 
-    def row(self, n, s, grid: TimeGrid):
-        """Steps 1-5 of spec section 6 for row n: returns the front (a, v, C[n], R[n]) and rate."""
-        alg, h, dt = self.algebra, self.h, grid.dt
-        past = jnp.arange(s["rho"].shape[-1]) <= n
+    def row(self, n, s, wts: RowWeights):
+        """Steps 1-5 of spec section 6 for row n, on the weights `wts`: returns the state with
+        the auxiliaries of row n written and the `Row` (a, v, C[n], C(t_n, t_n), R[n])."""
+        alg, h = self.algebra, self.h
+        size = s["rho"].shape[-1]
+        idx = jnp.arange(size)
+        past = idx <= n
         c_n, r_n = alg.history_row(s["C"], n), alg.history_row(s["R"], n)
         a_t, v_t = s["a"][..., n], s["v"][..., n]
+        c_tt = c_n[..., n]
+        eye = alg.identity(c_n.dtype)
 
-        # 1-3. Sigma_C, Sigma_R, then the rows of R_A and C_A [C.19].
+        # 1-3. Sigma_C, Sigma_R, their jump Sigma_R(t, t^-), then the rows of R_A and C_A.
         sigma_c, sigma_r, aa = self._sigmas(n, s, c_n, r_n, past)
-        r_a, c_a, r_row, c_row = response_rows(sigma_r, sigma_c, s["R_A"], s["C_A"], n, dt)
-        rho = dt * jnp.sum(r_row)
+        aa_t = alg.outer(a_t, a_t)
+        sigma_jump = s["sigma_jump"].at[n].set(alg.mean_all(aa_t * h.d1(c_tt) * eye))
+        r_jump = jnp.where(past, -sigma_jump, 0.0)
+        r_a, c_a, r_row, c_row = response_rows(sigma_r, sigma_c, s["R_A"], s["C_A"], r_jump, n,
+                                               wts)
+        rho = 1.0 + jnp.dot(wts.w, r_row) + wts.upper * r_jump[n]
 
-        # 4. Memory kernels on row n [C.18]; zero beyond n because r_row and c_row are.
+        # 4. Memory kernels on row n [C.18]: point values (zero at s = t_n, where the stored
+        # R and r_A vanish), the delta coefficient of M^R and its jump value at s = t_n^-.
         w = self.alpha * aa
         dh_c = h.d1(c_n)
         m_r = w * (r_row * dh_c + c_row * d2_times(h, c_n, r_n))
         m_c = w * c_row * dh_c
+        m_delta = self.alpha * aa_t * h.d1(c_tt)
+        m_jump = self.alpha * aa_t * (r_jump[n] * h.d1(c_tt) + c_row[n] * d2_times(h, c_tt, eye))
+        wm_r, wm_c = wts.w * m_r, wts.w * m_c
 
         # Right side of [C.9] without the nu term for every s' <= n; nu is its s' = t value,
-        # so that C_ii(t, t) = 1 is kept exactly by the discrete scheme.
+        # so that C_ii(t, t) = 1 is kept exactly.
         g_t = self.target.grad_phihat(v_t)
+        inst = m_delta + wts.upper * m_jump            # instantaneous part acting on row n
         f_c = (self.alpha * rho * alg.left(a_t, alg.inner_k(g_t, s["v"]))
-               - dt * alg.contract(m_r, s["C"]) - dt * alg.contract_t(m_c, s["R"]))
+               - alg.contract(wm_r, s["C"]) - alg.product(inst, c_n)
+               - alg.contract_t(wm_c, s["R"]) - wts.upper_at * m_c / self.m)
         nu = alg.diag(f_c[..., n])
 
-        # 5. Rates: [C.9] for C(t, s'), [C.6] for the new equal-time entry, [C.10] for R.
+        # 5. Rates: [C.9] for C(t, s'), [C.6] for C(t, t), [C.10] for R(t, s').
         d_c = jnp.where(past, f_c - alg.left(nu, c_n), 0.0)
-        d_c = set_next(d_c, n, d_c[..., n] + alg.transpose(d_c[..., n]))
-        d_r = -alg.left(nu, r_n) - dt * alg.contract(m_r, s["R"])
+        d_eq = d_c[..., n] + alg.transpose(d_c[..., n])
+        jump = jnp.where(idx == n, 1.0, 0.0) * eye[..., None]     # R(t_n^+, t_n) = I
+        r_front = r_n + jump if wts.jumps else r_n
+        d_r = (-alg.left(nu, r_front) - alg.product(m_delta, r_front)
+               - alg.contract(wm_r, s["R"]) - wts.lower * m_r / self.m
+               - jnp.where(idx < n, wts.upper, 0.0) * alg.product(m_jump, r_n))
         d_r = jnp.where(past, d_r, 0.0)
-        d_r = d_r.at[..., n].add(alg.identity(d_r.dtype) / dt)   # delta(t - s'): R[n+1, n] = 1
         d_v = (-nu[..., None] * v_t + self.alpha * rho * a_t[..., None] * g_t
-               - dt * jnp.sum(alg.matvec_k(m_r, s["v"]), axis=-1))            # [C.8]
+               - jnp.sum(alg.matvec_k(wm_r, s["v"]), axis=-1)
+               - alg.matmul_vec(inst, v_t) / self.m)                        # [C.8]
+        d_a = self._da(n, s, c_n, r_n, r_row, c_row, rho, r_jump[n], wts)
 
         s = dict(s, R_A=r_a, C_A=c_a, nu=s["nu"].at[..., n].set(nu),
-                 rho=s["rho"].at[n].set(rho))
-        front = dict(a=a_t, v=v_t, C=set_next(jnp.where(past, c_n, 0.0), n, c_n[..., n]), R=r_n)
-        rate = dict(a=self._da(n, s, c_n, r_n, r_row, c_row, rho, dt), v=d_v, C=d_c, R=d_r)
-        return s, front, rate
+                 rho=s["rho"].at[n].set(rho), sigma_jump=sigma_jump)
+        front = dict(a=a_t, v=v_t, C=jnp.where(past, c_n, 0.0), C_eq=c_tt, R=r_front)
+        rate = dict(a=d_a, v=d_v, C=d_c, C_eq=d_eq, R=d_r)
+        after = jtu.tree_map(jnp.zeros_like, front)
+        if not wts.jumps:
+            after["R"] = jump
+        k_mat = alg.left(nu, eye) + m_delta / self.m
+        return s, Row(front, rate, after, Stiff(algebra=alg, K=k_mat))
 
-    def _da(self, n, s, c_n, r_n, r_row, c_row, rho, dt):
+    def _da(self, n, s, c_n, r_n, r_row, c_row, rho, r_jump_n, wts):
         """da_i/dt of [C.7] / [C.32]; zero with a frozen second layer."""
         if self.freeze_a:
             return jnp.zeros_like(s["a"][..., n])
         alg, h = self.algebra, self.h
+        a_t, c_tt = s["a"][..., n], c_n[..., n]
+        eye = alg.identity(c_n.dtype)
         fit = self.target.phihat(s["v"][..., n]) * rho
-        mem = r_row * alg.matvec(h(c_n), s["a"]) + c_row * alg.matvec(h.d1(c_n) * r_n, s["a"])
-        return self.alpha * (fit - dt * jnp.sum(mem, axis=-1))
+        h_a = alg.matvec(h(c_n), s["a"])                       # (1/m) sum_l a_l(s) h(C_il(t, s))
+        mem = jnp.sum(wts.w * (r_row * h_a + c_row * alg.matvec(h.d1(c_n) * r_n, s["a"])),
+                      axis=-1)
+        inst = h_a[..., n] * (1.0 + wts.upper * r_jump_n)      # delta of R_A, and its jump
+        inst += wts.upper * c_row[n] * alg.matvec(h.d1(c_tt) * eye, a_t)
+        return self.alpha * (fit - mem - inst)
 
     def write(self, n, s, front):
         alg = self.algebra
+        before = jnp.arange(s["rho"].shape[-1]) < n
+        c_row = jnp.where(before, front["C"], 0.0)
+        c_row = c_row.at[..., n].set(alg.with_unit_diagonal(front["C_eq"]))
         return dict(
             s,
             a=s["a"].at[..., n].set(front["a"]),
             v=s["v"].at[..., n].set(front["v"]),
-            C=alg.history_set(s["C"], n, front["C"], column=True),
-            R=alg.history_set(s["R"], n, front["R"], column=False),
+            C=alg.history_set(s["C"], n, c_row, column=True),
+            R=alg.history_set(s["R"], n, jnp.where(before, front["R"], 0.0), column=False),
         )
 
     # --------------------------------------------------------------- result
@@ -211,63 +275,40 @@ class DMFT(AbstractModel):
         quad = alg.mean_all(alg.outer(a, a) * self.h(c_eq))
         return 0.5 * (self.tau**2 + self.target.norm2 - 2.0 * fit + quad)
 
-    def solution(self, s, grid: TimeGrid) -> Solution:
-        idx = jnp.arange(grid.size)
+    def records(self, n, s) -> dict:
+        """One-time observables of row n: a, v, nu, rho, e_tr, e_ts, C(t_n, 0), C(t_n, t_n)."""
+        c_n = self.algebra.history_row(s["C"], n)
+        a, v, c_tt = s["a"][..., n], s["v"][..., n], c_n[..., n]
+        e_ts = self.test_error(a[..., None], v[..., None], c_tt[..., None])[..., 0]
+        return dict(a=a, v=v, nu=s["nu"][..., n], rho=s["rho"][n], e_tr=-0.5 * s["C_A"][n, n],
+                    e_ts=e_ts, C_t0=c_n[..., 0], C_tt=c_tt)
+
+    def divergence(self, n, s) -> Array:
+        c_n = self.algebra.history_row(s["C"], n)
+        e_tr = -0.5 * jnp.stack([s["C_A"][0, 0], s["C_A"][n, n]])
+        return diverged_rows(e_tr, jnp.stack([s["a"][..., 0], s["a"][..., n]]),
+                             correlations=jnp.stack([c_n * 0.0, c_n]))[1]
+
+    def solution(self, s, ts, records=None) -> Solution:
+        size = ts.shape[0]
+        idx = jnp.arange(size)
         C, R = self.algebra.history_array(s["C"]), self.algebra.history_array(s["R"])
-        c_eq = C[..., idx, idx]
-        return Solution(
-            t=grid.ts,
-            a=jnp.moveaxis(s["a"], -1, 0),
-            v=jnp.moveaxis(s["v"], -1, 0),
-            nu=jnp.moveaxis(s["nu"], -1, 0),
-            rho=s["rho"], C=C, R=R, C_A=s["C_A"], R_A=s["R_A"],
-            e_tr=-0.5 * jnp.diagonal(s["C_A"]),                                   # [C.24]
-            e_ts=self.test_error(s["a"], s["v"], c_eq),
-            algebra=self.algebra,
-        )
+        if records is None:
+            c_eq = C[..., idx, idx]
+            records = dict(t=ts, a=jnp.moveaxis(s["a"], -1, 0), v=jnp.moveaxis(s["v"], -1, 0),
+                           nu=jnp.moveaxis(s["nu"], -1, 0), rho=s["rho"],
+                           e_tr=-0.5 * jnp.diagonal(s["C_A"]),                  # [C.24]
+                           e_ts=self.test_error(s["a"], s["v"], c_eq),
+                           C_t0=jnp.moveaxis(C[..., :, 0], -1, 0),
+                           C_tt=jnp.moveaxis(c_eq, -1, 0))
+        return Solution(t=records["t"], a=records["a"], v=records["v"], nu=records["nu"],
+                        rho=records["rho"], e_tr=records["e_tr"], e_ts=records["e_ts"],
+                        C_t0=records["C_t0"], C_tt=records["C_tt"],
+                        t_stored=ts, C=C, R=R, C_A=s["C_A"], R_A=s["R_A"],
+                        algebra=self.algebra)
 
 
 # ------------------------------------------------------------------------------ construction
-def _concrete(x):
-    """x as a NumPy array, or None while tracing (checks then ran on the concrete call)."""
-    try:
-        return np.asarray(x, dtype=np.float64)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
-
-
-def _check_scalar(name: str, value, lower: float, strict: bool) -> Array:
-    val = _concrete(value)
-    if val is not None:
-        if val.ndim != 0 or not np.isfinite(val):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if (strict and not val > lower) or (not strict and not val >= lower):
-            op = ">" if strict else ">="
-            raise ValueError(f"{name} must be {op} {lower}, got {float(val)}")
-    return jnp.asarray(value, dtype=jnp.result_type(float))
-
-
-def _check_kernel(h: AbstractKernel) -> AbstractKernel:
-    """The DMFT needs a finite h''(1): reject kernels (ReLU) whose memory term diverges.
-
-    In the scheme of spec section 6, C_ii(t + dt, t) = 1 exactly while R_ii(t + dt, t) = 1, so
-    M^R contains h''(1) R: with ReLU's h''(q) ~ 1/sqrt(1 - q) the continuous-time memory
-    integral diverges logarithmically (1 - C_ii(t, s) ~ (t - s)^2). A Hermite truncation of the
-    activation (`covariance("relu", degree=K)`) is smooth and has a finite h''(1).
-    """
-    val = _concrete(h.d2(jnp.ones(())))
-    if val is not None and not np.isfinite(val):
-        raise ValueError(
-            "h''(1) is infinite for this covariance (e.g. ReLU's arc-cosine kernel): the DMFT "
-            "memory term h''(C_d) R_d diverges logarithmically at equal times. Use a smooth "
-            "activation, or the degree-K Hermite truncation covariance('relu', degree=K).")
-    return h
-
-
-def _target_or_noise(target: Target | None) -> Target:
-    return Target.pure_noise() if target is None else target
-
-
 def symmetric_dmft(h, target: Target | None = None, *, tau, alpha, m: int, a0=None,
                    gamma0=None, freeze_a: bool = False) -> DMFT:
     """The symmetric DMFT (SymmDMFT, spec section 5) with validated parameters.
@@ -284,13 +325,13 @@ def symmetric_dmft(h, target: Target | None = None, *, tau, alpha, m: int, a0=No
         raise ValueError(f"the width m must be an integer >= 1, got {m}")
     if (a0 is None) == (gamma0 is None):
         raise ValueError("give exactly one of a0 (mean-field scale) and gamma0 (lazy scale)")
-    alpha = _check_scalar("alpha", alpha, 0.0, strict=True)
-    a0 = (_check_scalar("a0", a0, -np.inf, strict=False) if gamma0 is None
-          else _check_scalar("gamma0", gamma0, -np.inf, strict=False) * np.sqrt(m))
-    target = _target_or_noise(target)
+    alpha = check_scalar("alpha", alpha, 0.0, strict=True)
+    a0 = (check_scalar("a0", a0, -np.inf, strict=False) if gamma0 is None
+          else check_scalar("gamma0", gamma0, -np.inf, strict=False) * np.sqrt(m))
+    target = target_or_noise(target)
     return DMFT(
-        algebra=Symmetric(int(m)), h=_check_kernel(covariance(h)), target=target,
-        tau=_check_scalar("tau", tau, 0.0, strict=False), alpha_bar=alpha * m,
+        algebra=Symmetric(int(m)), h=check_kernel(covariance(h)), target=target,
+        tau=check_scalar("tau", tau, 0.0, strict=False), alpha_bar=alpha * m,
         a0=a0, c0=jnp.array([1.0, 0.0], a0.dtype), v0=jnp.zeros(target.k, a0.dtype),
         freeze_a=freeze_a)
 
@@ -335,16 +376,16 @@ def general_dmft(h, target: Target | None = None, *, tau, a, C, v=None, alpha=No
     of `alpha` = n / (m d) and `alpha_bar` = n / d.
     """
     from ._covariance import covariance
-    target = _target_or_noise(target)
+    target = target_or_noise(target)
     if (alpha is None) == (alpha_bar is None):
         raise ValueError("give exactly one of alpha (= n/(m d)) and alpha_bar (= n/d)")
     a, C, v = check_initialization(a, C, v, target.k)
     m = a.shape[0]
-    alpha_bar = (_check_scalar("alpha_bar", alpha_bar, 0.0, strict=True) if alpha is None
-                 else _check_scalar("alpha", alpha, 0.0, strict=True) * m)
+    alpha_bar = (check_scalar("alpha_bar", alpha_bar, 0.0, strict=True) if alpha is None
+                 else check_scalar("alpha", alpha, 0.0, strict=True) * m)
     dtype = jnp.result_type(float)
     return DMFT(
-        algebra=General(m), h=_check_kernel(covariance(h)), target=target,
-        tau=_check_scalar("tau", tau, 0.0, strict=False), alpha_bar=alpha_bar,
+        algebra=General(m), h=check_kernel(covariance(h)), target=target,
+        tau=check_scalar("tau", tau, 0.0, strict=False), alpha_bar=alpha_bar,
         a0=jnp.asarray(a, dtype), c0=jnp.asarray(C, dtype), v0=jnp.asarray(v, dtype),
         freeze_a=freeze_a)

@@ -30,14 +30,29 @@ l >= n.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
+from ._checks import check_kernel, check_scalar
 from ._covariance import AbstractKernel, Target, covariance
-from ._dmft import _check_kernel, _check_scalar, d2_times, response_rows, set_next
-from ._grid import TimeGrid
 from ._integrate import AbstractModel
+from ._results import diverged_rows
+from ._stepper import Row, RowWeights
+from ._volterra import (
+    d2_times,
+    jump_column,
+    past_integral,
+    response_integral,
+    response_rows,
+    scalar_front,
+    transposed_integral,
+    write_response,
+    write_symmetric,
+)
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -62,23 +77,57 @@ class Linearless(AbstractKernel):
 
 
 def _float(name: str, value, lower: float = -jnp.inf, strict: bool = False) -> Array:
-    return _check_scalar(name, value, lower, strict)
+    return check_scalar(name, value, lower, strict)
 
 
-def _past(n, size: int) -> Array:
-    return jnp.arange(size) <= n
+class _Volterra(AbstractModel):
+    """Shared plumbing of the scalar Volterra-type reduced theories.
 
+    Buffers: symmetric two-time functions (`_SYMMETRIC` keys, with an equal-time entry
+    `<key>_eq` in the front), responses (`_RESPONSES`, zero diagonal, jump R(t^+, t) per key),
+    one-time advancing values (`_ONE_TIME`), and auxiliaries (R_A, C_A, nu, sigma_jump, ...).
+    """
 
-def _advance_symmetric(c_n: Array, d_c: Array, past: Array, n):
-    """Front and rate of a symmetric two-time function C(t, .): row n and, for the new
-    equal-time entry, [C.6]: C(t+dt, t+dt) = C(t, t) + dt (D + D^T)."""
-    d_c = jnp.where(past, d_c, 0.0)
-    front = set_next(jnp.where(past, c_n, 0.0), n, c_n[n])
-    return front, set_next(d_c, n, 2.0 * d_c[n])
+    _SYMMETRIC: ClassVar[tuple] = ()
+    _RESPONSES: ClassVar[tuple] = ()
+    _ONE_TIME: ClassVar[tuple] = ()
 
+    def advancing(self):
+        return frozenset(self._SYMMETRIC + self._RESPONSES + self._ONE_TIME)
 
-def _set_symmetric(c: Array, n, row: Array) -> Array:
-    return c.at[n].set(row).at[:, n].set(row)
+    def write(self, n, s, front):
+        out = dict(s)
+        for key in self._SYMMETRIC:
+            out[key] = write_symmetric(s[key], n, front[key], front[key + "_eq"])
+        for key in self._RESPONSES:
+            out[key] = write_response(s[key], n, front[key])
+        for key in self._ONE_TIME:
+            out[key] = s[key].at[n].set(front[key])
+        return out
+
+    def _jumped(self, n, s, wts, jumps: dict):
+        """Fronts of the responses at row n (with the jump R(t_n^+, t_n) when `wts.jumps`) and
+        the `after` increments of an Euler step."""
+        size = s["nu"].shape[-1]
+        fronts, after = {}, {}
+        for key in self._RESPONSES:
+            col = jump_column(n, size, jumps[key])
+            fronts[key] = s[key][n] + col if wts.jumps else s[key][n]
+            after[key] = jnp.zeros_like(col) if wts.jumps else col
+        return fronts, after
+
+    def _row(self, s, front, rate, after):
+        after = {key: after.get(key, jnp.zeros_like(val)) for key, val in front.items()}
+        return s, Row(front, rate, after, None)
+
+    def valid(self):
+        leaves = [x for x in jax.tree_util.tree_leaves(self) if eqx.is_inexact_array(x)]
+        return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+    def divergence(self, n, s):
+        rows = jnp.stack([s[key][n] for key in self._SYMMETRIC])
+        e_tr = -0.5 * jnp.stack([s["C_A"][0, 0], s["C_A"][n, n]]) if "C_A" in s else jnp.zeros(2)
+        return diverged_rows(e_tr, correlations=jnp.stack([rows * 0.0, rows]))[1]
 
 
 def tau_prime(h, target: Target | None, tau) -> Array:
@@ -236,9 +285,16 @@ class Lz2Solution(eqx.Module):
     nu: Array
     e_tr: Array
     e_ts: Array
+    t_stored: Array
+    result: Any = None
+    stats: Any = None
+
+    @property
+    def diverged(self) -> Array:
+        return jnp.any(diverged_rows(self.e_tr) & jnp.isfinite(self.t))
 
 
-class Lz2(AbstractModel):
+class Lz2(_Volterra):
     """The lazy second-regime DMFT (spec section 7, [F.16-F.27]), pure noise.
 
     Time: the DMFT time t = O(1) (no rescaling); second layer frozen at a = gamma0 sqrt(m) at
@@ -263,48 +319,64 @@ class Lz2(AbstractModel):
     alpha: Array
     gamma0: Array
 
-    def init(self, grid: TimeGrid):
-        size = grid.size
-        dtype = jnp.result_type(float, self.tau, self.alpha, self.gamma0, grid.dt)
-        z = jnp.zeros((size, size), dtype)
-        return dict(C=z.at[0, 0].set(1.0), R=z, R_A=z, C_A=z, nu=jnp.zeros((size,), dtype))
+    _SYMMETRIC: ClassVar[tuple] = ("C",)
+    _RESPONSES: ClassVar[tuple] = ("R",)
+
+    def init(self, size: int):
+        dtype = jnp.result_type(float, self.tau, self.alpha, self.gamma0)
+        z, z1 = jnp.zeros((size, size), dtype), jnp.zeros((size,), dtype)
+        return dict(C=z.at[0, 0].set(1.0), R=z, R_A=z, C_A=z, nu=z1, sigma_jump=z1)
 
     def time_axes(self):
-        return dict(C=2, R=2, R_A=2, C_A=2, nu=1)
+        return dict(C=2, R=2, R_A=2, C_A=2, nu=1, sigma_jump=1)
 
-    def row(self, n, s, grid: TimeGrid):
-        dt, ht, g2 = grid.dt, Linearless(self.h), self.gamma0**2
-        past = _past(n, s["nu"].shape[-1])
+    def row(self, n, s, wts: RowWeights):
+        ht, g2 = Linearless(self.h), self.gamma0**2
+        size = s["nu"].shape[-1]
+        past = jnp.arange(size) <= n
         c_n, r_n = s["C"][n], s["R"][n]
+        one = jnp.ones((), c_n.dtype)                       # C_d(t, t) = 1, R_d(t^+, t) = 1
         dh = ht.d1(c_n)
         sigma_r = jnp.where(past, g2 * dh * r_n, 0.0)
         sigma_c = jnp.where(past, self.tau**2 + g2 * ht(c_n), 0.0)
-        r_a, c_a, r_row, c_row = response_rows(sigma_r, sigma_c, s["R_A"], s["C_A"], n, dt)
+        sigma_jump = s["sigma_jump"].at[n].set(g2 * ht.d1(one))
+        r_jump = jnp.where(past, -sigma_jump, 0.0)
+        r_a, c_a, r_row, c_row = response_rows(sigma_r, sigma_c, s["R_A"], s["C_A"], r_jump, n,
+                                               wts)
         w = self.alpha * g2
         m_r = w * (r_row * dh + c_row * d2_times(ht, c_n, r_n))
         m_c = w * c_row * dh
-        f_c = -dt * (m_r @ s["C"]) - dt * (s["R"] @ m_c)
+        m_delta = w * ht.d1(one)
+        m_jump = w * (r_jump[n] * ht.d1(one) + c_row[n] * ht.d2(one))
+        f_c = (-past_integral(wts, m_r, m_jump, s["C"], c_n) - m_delta * c_n
+               - transposed_integral(wts, m_c, s["R"]))
         nu = f_c[n]
-        front_c, d_c = _advance_symmetric(c_n, f_c - nu * c_n, past, n)
-        d_r = jnp.where(past, -nu * r_n - dt * (m_r @ s["R"]), 0.0).at[n].add(1.0 / dt)
-        s = dict(s, R_A=r_a, C_A=c_a, nu=s["nu"].at[n].set(nu))
-        return s, dict(C=front_c, R=r_n), dict(C=d_c, R=d_r)
+        (c_front, c_tt), (d_c, d_tt) = scalar_front(c_n, f_c - nu * c_n, n)
+        fronts, after = self._jumped(n, s, wts, dict(R=1.0))
+        d_r = (-(nu + m_delta) * fronts["R"]
+               - response_integral(wts, m_r, m_jump, s["R"], r_n, n))
+        s = dict(s, R_A=r_a, C_A=c_a, nu=s["nu"].at[n].set(nu), sigma_jump=sigma_jump)
+        front = dict(C=c_front, C_eq=c_tt, R=fronts["R"])
+        rate = dict(C=d_c, C_eq=d_tt, R=jnp.where(past, d_r, 0.0))
+        return self._row(s, front, rate, after)
 
-    def write(self, n, s, front):
-        return dict(s, C=_set_symmetric(s["C"], n, front["C"]), R=s["R"].at[n].set(front["R"]))
+    def records(self, n, s):
+        return dict(nu=s["nu"][n], e_tr=-0.5 * s["C_A"][n, n])
 
-    def solution(self, s, grid: TimeGrid) -> Lz2Solution:
+    def solution(self, s, ts, records=None) -> Lz2Solution:
+        if records is None:
+            records = dict(t=ts, nu=s["nu"], e_tr=-0.5 * jnp.diagonal(s["C_A"]))
         e_ts = 0.5 * (self.tau**2 + self.gamma0**2 * Linearless(self.h)(jnp.ones((), s["C"].dtype)))
-        return Lz2Solution(t=grid.ts, C_d=s["C"], R_d=s["R"], C_A=s["C_A"], R_A=s["R_A"],
-                           nu=s["nu"], e_tr=-0.5 * jnp.diagonal(s["C_A"]),
-                           e_ts=e_ts * jnp.ones_like(s["nu"]))
+        return Lz2Solution(t=records["t"], C_d=s["C"], R_d=s["R"], C_A=s["C_A"], R_A=s["R_A"],
+                           nu=records["nu"], e_tr=records["e_tr"],
+                           e_ts=e_ts * jnp.ones_like(records["e_tr"]), t_stored=ts)
 
 
 def lz2_model(h, target: Target | None = None, *, tau, alpha, gamma0) -> Lz2:
     """The lz2 model (`Lz2`) with validated parameters; a k-index `target` enters through
     tau' [F.73] (`tau_prime`). All numbers become traced arrays, so `jax.vmap` over a function
     building the model (e.g. over gamma0) compiles once."""
-    h = _check_kernel(covariance(h))
+    h = check_kernel(covariance(h))
     tau = _float("tau", tau, 0.0)
     return Lz2(h=h, tau=tau_prime(h, target, tau), alpha=_float("alpha", alpha, 0.0, True),
                gamma0=_float("gamma0", gamma0))
@@ -329,9 +401,16 @@ class Mf2Solution(eqx.Module):
     nu: Array
     C_o: Array
     e_tr: Array
+    t_stored: Array
+    result: Any = None
+    stats: Any = None
+
+    @property
+    def diverged(self) -> Array:
+        return jnp.any(diverged_rows(self.e_tr, self.a, self.nu) & jnp.isfinite(self.t))
 
 
-class Mf2(AbstractModel):
+class Mf2(_Volterra):
     """The mean-field second-regime DMFT (spec section 7, [G.10-G.18]), pure noise.
 
     Time: t = t_dmft / sqrt(m) (finite-m time sqrt(m) t). With R_A = delta and C_A = -tau^2:
@@ -356,45 +435,60 @@ class Mf2(AbstractModel):
     alpha: Array
     a0: Array
 
-    def init(self, grid: TimeGrid):
-        size = grid.size
-        dtype = jnp.result_type(float, self.tau, self.alpha, self.a0, grid.dt)
+    _SYMMETRIC: ClassVar[tuple] = ("C",)
+    _RESPONSES: ClassVar[tuple] = ("R",)
+    _ONE_TIME: ClassVar[tuple] = ("a",)
+
+    def init(self, size: int):
+        dtype = jnp.result_type(float, self.tau, self.alpha, self.a0)
         z, z1 = jnp.zeros((size, size), dtype), jnp.zeros((size,), dtype)
         return dict(a=z1.at[0].set(self.a0), C=z.at[0, 0].set(1.0), R=z, nu=z1)
 
     def time_axes(self):
         return dict(a=1, C=2, R=2, nu=1)
 
-    def row(self, n, s, grid: TimeGrid):
-        dt, h = grid.dt, self.h
-        past = _past(n, s["nu"].shape[-1])
+    def row(self, n, s, wts: RowWeights):
+        h = self.h
+        size = s["nu"].shape[-1]
+        past = jnp.arange(size) <= n
         c_n, r_n, a = s["C"][n], s["R"][n], s["a"]
+        one = jnp.ones((), c_n.dtype)
         w = jnp.where(past, self.alpha * self.tau**2 * a, 0.0)      # alpha tau^2 a(s)
         k2 = w * d2_times(h, c_n, r_n)                               # .. h''(C_d) R_d
+        k2_jump = self.alpha * self.tau**2 * a[n] * h.d2(one)        # .. at s = t^-, R_d = 1
         k1 = w * Linearless(h).d1(c_n)                               # .. (h'(C_d) - h'(0))
-        f_c = a[n] * dt * (k2 @ s["C"] + s["R"] @ k1)
+        f_c = a[n] * (past_integral(wts, k2, k2_jump, s["C"], c_n)
+                      + transposed_integral(wts, k1, s["R"]))
         nu = f_c[n]
-        front_c, d_c = _advance_symmetric(c_n, f_c - nu * c_n, past, n)
-        d_r = jnp.where(past, -nu * r_n + a[n] * dt * (k2 @ s["R"]), 0.0).at[n].add(1.0 / dt)
+        (c_front, c_tt), (d_c, d_tt) = scalar_front(c_n, f_c - nu * c_n, n)
+        fronts, after = self._jumped(n, s, wts, dict(R=1.0))
+        d_r = -nu * fronts["R"] + a[n] * response_integral(wts, k2, k2_jump, s["R"], r_n, n)
+        d_a = jnp.dot(wts.w, k1 * r_n) + wts.upper * k1[n]
         s = dict(s, nu=s["nu"].at[n].set(nu))
-        front = dict(a=a[n], C=front_c, R=r_n)
-        return s, front, dict(a=dt * jnp.sum(k1 * r_n), C=d_c, R=d_r)
+        front = dict(a=a[n], C=c_front, C_eq=c_tt, R=fronts["R"])
+        rate = dict(a=d_a, C=d_c, C_eq=d_tt, R=jnp.where(past, d_r, 0.0))
+        return self._row(s, front, rate, after)
 
-    def write(self, n, s, front):
-        return dict(s, a=s["a"].at[n].set(front["a"]), C=_set_symmetric(s["C"], n, front["C"]),
-                    R=s["R"].at[n].set(front["R"]))
+    def records(self, n, s):
+        return dict(a=s["a"][n], nu=s["nu"][n])
 
-    def solution(self, s, grid: TimeGrid) -> Mf2Solution:
+    def divergence(self, n, s):
+        return ~(jnp.isfinite(s["a"][n]) & (jnp.max(jnp.abs(s["C"][n])) <= 1.0 + 1e-6))
+
+    def solution(self, s, ts, records=None) -> Mf2Solution:
+        if records is None:
+            records = dict(t=ts, a=s["a"], nu=s["nu"])
         a = s["a"]
         dh0 = self.h.d1(jnp.zeros((), a.dtype))
         c_o = -s["C"] + self.tau**2 / (self.alpha * dh0 * a[:, None] * a[None, :])
-        return Mf2Solution(t=grid.ts, a=a, C_d=s["C"], R_d=s["R"], nu=s["nu"], C_o=c_o,
-                           e_tr=0.5 * self.tau**2 * jnp.ones_like(a))
+        return Mf2Solution(t=records["t"], a=records["a"], C_d=s["C"], R_d=s["R"],
+                           nu=records["nu"], C_o=c_o,
+                           e_tr=0.5 * self.tau**2 * jnp.ones_like(records["a"]), t_stored=ts)
 
 
 def mf2_model(h, *, tau, alpha, a0) -> Mf2:
     """The mf2 model (`Mf2`) with validated parameters (traced arrays)."""
-    h = _check_kernel(covariance(h))
+    h = check_kernel(covariance(h))
     return Mf2(h=h, tau=_float("tau", tau, 0.0), alpha=_float("alpha", alpha, 0.0, True),
                a0=_float("a0", a0))
 
@@ -420,9 +514,16 @@ class H2Solution(eqx.Module):
     nu: Array
     e_tr: Array
     e_ts: Array
+    t_stored: Array
+    result: Any = None
+    stats: Any = None
+
+    @property
+    def diverged(self) -> Array:
+        return jnp.any(diverged_rows(self.e_tr, self.e_ts) & jnp.isfinite(self.t))
 
 
-class H2(AbstractModel):
+class H2(_Volterra):
     """The DMFT at fixed second layer a and fixed alpha_bar = n / d as m -> infinity
     (spec section 7, "H.2", [H.4-H.17]), pure noise.
 
@@ -451,54 +552,75 @@ class H2(AbstractModel):
     alpha_bar: Array
     a: Array
 
-    def init(self, grid: TimeGrid):
-        size = grid.size
-        dtype = jnp.result_type(float, self.tau, self.alpha_bar, self.a, grid.dt)
-        z = jnp.zeros((size, size), dtype)
-        return dict(C_d=z.at[0, 0].set(1.0), C_o=z, R_d=z, R_o=z, R_A=z, C_A=z,
-                    nu=jnp.zeros((size,), dtype))
+    _SYMMETRIC: ClassVar[tuple] = ("C_d", "C_o")
+    _RESPONSES: ClassVar[tuple] = ("R_d", "R_o")
+
+    def init(self, size: int):
+        dtype = jnp.result_type(float, self.tau, self.alpha_bar, self.a)
+        z, z1 = jnp.zeros((size, size), dtype), jnp.zeros((size,), dtype)
+        return dict(C_d=z.at[0, 0].set(1.0), C_o=z, R_d=z, R_o=z, R_A=z, C_A=z, nu=z1,
+                    sigma_jump=z1)
 
     def time_axes(self):
-        return dict(C_d=2, C_o=2, R_d=2, R_o=2, R_A=2, C_A=2, nu=1)
+        return dict(C_d=2, C_o=2, R_d=2, R_o=2, R_A=2, C_A=2, nu=1, sigma_jump=1)
 
-    def row(self, n, s, grid: TimeGrid):
-        dt, h, a2 = grid.dt, self.h, self.a**2
-        past = _past(n, s["nu"].shape[-1])
-        cd, co, rd, ro = s["C_d"][n], s["C_o"][n], s["R_d"][n], s["R_o"][n]
+    def row(self, n, s, wts: RowWeights):
+        h, a2 = self.h, self.a**2
+        size = s["nu"].shape[-1]
+        past = jnp.arange(size) <= n
+        Cd, Co, Rd, Ro = s["C_d"], s["C_o"], s["R_d"], s["R_o"]
+        cd, co, rd, ro = Cd[n], Co[n], Rd[n], Ro[n]
+        one, co_tt = jnp.ones((), cd.dtype), co[n]      # R_d(t^+, t) = 1, R_o(t^+, t) = 0
         sigma_r = jnp.where(past, a2 * (h.d1(cd) * rd + h.d1(co) * ro), 0.0)
         sigma_c = jnp.where(past, self.tau**2 + a2 * h(co), 0.0)
-        r_a, c_a, r_row, c_row = response_rows(sigma_r, sigma_c, s["R_A"], s["C_A"], n, dt)
+        sigma_jump = s["sigma_jump"].at[n].set(a2 * h.d1(one))
+        r_jump = jnp.where(past, -sigma_jump, 0.0)
+        r_a, c_a, r_row, c_row = response_rows(sigma_r, sigma_c, s["R_A"], s["C_A"], r_jump, n,
+                                               wts)
         w = self.alpha_bar * a2
         mr_d, mc_d = w * c_row * d2_times(h, cd, rd), w * c_row * h.d1(cd)
         mr_o = w * (c_row * d2_times(h, co, ro) + r_row * h.d1(co))
         mc_o = w * c_row * h.d1(co)
-        Cd, Co, Rd, Ro = s["C_d"], s["C_o"], s["R_d"], s["R_o"]
-        f_d = -dt * (mr_d @ Cd + mr_o @ Co) - dt * (Rd @ mc_d + Ro @ mc_o)
-        f_o = -dt * ((mr_d + mr_o) @ Co) - dt * ((Rd + Ro) @ mc_o)
+        delta_o = w * h.d1(co_tt)                                   # delta part of M^R_o
+        jump_d = w * c_row[n] * h.d2(one)                           # M^R_d(t, t^-)
+        jump_o = w * r_jump[n] * h.d1(co_tt)                        # M^R_o(t, t^-)
+        f_d = (-past_integral(wts, mr_d, jump_d, Cd, cd) - past_integral(wts, mr_o, jump_o, Co, co)
+               - delta_o * co - transposed_integral(wts, mc_d, Rd)
+               - transposed_integral(wts, mc_o, Ro, jump=0.0))
+        f_o = (-past_integral(wts, mr_d + mr_o, jump_d + jump_o, Co, co) - delta_o * co
+               - transposed_integral(wts, mc_o, Rd) - transposed_integral(wts, mc_o, Ro, jump=0.0))
         nu = f_d[n]
-        front_d, d_d = _advance_symmetric(cd, f_d - nu * cd, past, n)
-        front_o, d_o = _advance_symmetric(co, f_o - nu * co, past, n)
-        d_rd = jnp.where(past, -nu * rd - dt * (mr_d @ Rd), 0.0).at[n].add(1.0 / dt)
-        d_ro = jnp.where(past, -nu * ro - dt * (mr_d @ Ro + mr_o @ Rd + mr_o @ Ro), 0.0)
-        s = dict(s, R_A=r_a, C_A=c_a, nu=s["nu"].at[n].set(nu))
-        front = dict(C_d=front_d, C_o=front_o, R_d=rd, R_o=ro)
-        return s, front, dict(C_d=d_d, C_o=d_o, R_d=d_rd, R_o=d_ro)
+        (d_front, d_tt), (d_d, dd_tt) = scalar_front(cd, f_d - nu * cd, n)
+        (o_front, o_tt), (d_o, do_tt) = scalar_front(co, f_o - nu * co, n)
+        fronts, after = self._jumped(n, s, wts, dict(R_d=1.0, R_o=0.0))
+        fd, fo = fronts["R_d"], fronts["R_o"]
+        d_rd = -nu * fd - response_integral(wts, mr_d, jump_d, Rd, rd, n)
+        d_ro = (-nu * fo - delta_o * (fd + fo)
+                - response_integral(wts, mr_d, jump_d, Ro, ro, n, jump=0.0)
+                - response_integral(wts, mr_o, jump_o, Rd, rd, n)
+                - response_integral(wts, mr_o, jump_o, Ro, ro, n, jump=0.0))
+        s = dict(s, R_A=r_a, C_A=c_a, nu=s["nu"].at[n].set(nu), sigma_jump=sigma_jump)
+        front = dict(C_d=d_front, C_d_eq=d_tt, C_o=o_front, C_o_eq=o_tt, R_d=fd, R_o=fo)
+        rate = dict(C_d=d_d, C_d_eq=dd_tt, C_o=d_o, C_o_eq=do_tt,
+                    R_d=jnp.where(past, d_rd, 0.0), R_o=jnp.where(past, d_ro, 0.0))
+        return self._row(s, front, rate, after)
 
-    def write(self, n, s, front):
-        return dict(s, C_d=_set_symmetric(s["C_d"], n, front["C_d"]),
-                    C_o=_set_symmetric(s["C_o"], n, front["C_o"]),
-                    R_d=s["R_d"].at[n].set(front["R_d"]), R_o=s["R_o"].at[n].set(front["R_o"]))
+    def records(self, n, s):
+        return dict(nu=s["nu"][n], e_tr=-0.5 * s["C_A"][n, n], C_o_eq=s["C_o"][n, n])
 
-    def solution(self, s, grid: TimeGrid) -> H2Solution:
-        c_oo = jnp.diagonal(s["C_o"])
-        return H2Solution(t=grid.ts, C_d=s["C_d"], C_o=s["C_o"], R_d=s["R_d"], R_o=s["R_o"],
-                          C_A=s["C_A"], R_A=s["R_A"], nu=s["nu"],
-                          e_tr=-0.5 * jnp.diagonal(s["C_A"]),
-                          e_ts=0.5 * (self.tau**2 + self.a**2 * self.h(c_oo)))
+    def solution(self, s, ts, records=None) -> H2Solution:
+        if records is None:
+            records = dict(t=ts, nu=s["nu"], e_tr=-0.5 * jnp.diagonal(s["C_A"]),
+                           C_o_eq=jnp.diagonal(s["C_o"]))
+        return H2Solution(t=records["t"], C_d=s["C_d"], C_o=s["C_o"], R_d=s["R_d"],
+                          R_o=s["R_o"], C_A=s["C_A"], R_A=s["R_A"], nu=records["nu"],
+                          e_tr=records["e_tr"],
+                          e_ts=0.5 * (self.tau**2 + self.a**2 * self.h(records["C_o_eq"])),
+                          t_stored=ts)
 
 
 def h2_model(h, *, tau, alpha_bar, a) -> H2:
     """The H.2 model (`H2`) with validated parameters (traced arrays)."""
-    h = _check_kernel(covariance(h))
+    h = check_kernel(covariance(h))
     return H2(h=h, tau=_float("tau", tau, 0.0), alpha_bar=_float("alpha_bar", alpha_bar, 0.0, True),
               a=_float("a", a))

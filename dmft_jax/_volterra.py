@@ -1,0 +1,115 @@
+"""Discretization kernels shared by the Volterra-type models (spec section 6).
+
+Every model of the DMFT family needs the same few operations on a causal history: the
+causal response functions R_A, C_A of [C.19] row by row, and integrals over the past of a
+kernel times a two-time function, with the delta and jump conventions of spec section 6
+(delta counted fully at the upper end; R(t^+, t) = I; the stored R(t, t) = 0). They are
+written here once against `RowWeights`, so that a model never sees a step size.
+
+Scalar helpers (`past_integral`, `transposed_integral`, `response_integral`) serve the
+reduced theories, whose two-time functions are scalars; the DMFT uses the same rules in its
+neuron algebra.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jaxtyping import Array
+
+from ._covariance import AbstractKernel
+from ._stepper import RowWeights
+
+
+def d2_times(kernel: AbstractKernel, q: Array, r: Array) -> Array:
+    """h''(q) * r, defined as 0 where r == 0.
+
+    The response R vanishes on the diagonal t = s, exactly where C_ii = 1 and where h'' may be
+    infinite. The double `where` keeps gradients finite there.
+    """
+    nonzero = r != 0
+    safe_q = jnp.where(nonzero, q, jnp.zeros_like(q))
+    return jnp.where(nonzero, kernel.d2(safe_q) * r, jnp.zeros_like(r))
+
+
+def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, r_jump: Array,
+                  n, wts: RowWeights):
+    """Row n of R_A and C_A from [C.19], by the causal recursion of spec section 6 generalized
+    to the quadrature weights `wts`.
+
+    R_A = delta + r_A: the buffers hold the regular part r_A (lower triangular, zero diagonal)
+    and C_A (symmetric). `sigma_r`, `sigma_c`: rows n of Sigma_R, Sigma_C (point values, zero
+    beyond n; sigma_r[n] = 0 because the stored R(t, t) = 0); `r_jump[k]` = r_A(t_k^+, t_k) =
+    -Sigma_R(t_k, t_k^-) for k <= n (the jump values, used when `wts` has jumps). With
+    D = 1 + upper Sigma_R(t_n, t_n^-) (the implicit upper-end term):
+
+        r_A[n, k] D = -Sigma_R[n, k] - sum_l w_l Sigma_R[n, l] r_A[l, k]
+                      - lower_k Sigma_R[n, k] r_A(t_k^+, t_k)                        (k < n)
+        C_A[n, k] D = -Sigma_C[n, k] - sum_l w_l Sigma_R[n, l] C_A[l, k]
+                      - sum_l w_l Sigma_C[n, l] r_A[k, l] - upper_at_k Sigma_C[n, k] r_A(t_k^+, t_k)
+
+    first for k < n, then k = n with C_A[l, n] = C_A[n, l]. Under Euler weights (w_l = h_l for
+    l < n, no jumps) these are [D.5, D.6] row by row. Returns the buffers with row n (and
+    column n of C_A) written, and the two rows.
+    """
+    before = jnp.arange(r_a.shape[0]) < n
+    denom = 1.0 + wts.upper * (-r_jump[n])
+    ws_r, ws_c = wts.w * sigma_r, wts.w * sigma_c
+    r_row = -sigma_r - ws_r @ r_a - wts.lower * sigma_r * r_jump
+    r_row = jnp.where(before, r_row / denom, 0.0)
+    r_a = r_a.at[n].set(r_row)
+    c_raw = -sigma_c - ws_r @ c_a - r_a @ ws_c - wts.upper_at * sigma_c * r_jump
+    c_row = jnp.where(before, c_raw / denom, 0.0)
+    c_row = c_row.at[n].set((c_raw[n] - jnp.dot(ws_r, c_row)) / denom)
+    c_a = c_a.at[n].set(c_row).at[:, n].set(c_row)
+    return r_a, c_a, r_row, c_row
+
+
+def past_integral(wts: RowWeights, kernel: Array, kernel_jump, x: Array, x_n: Array) -> Array:
+    """int_0^{t_n} K(t_n, s) X(s, s') ds for every stored s' (scalar functions).
+
+    `kernel` (L,): point values K(t_n, t_l) (zero at l = n when K contains a stored response
+    that vanishes there); `kernel_jump`: K(t_n, t_n^-); `x` (L, L): X(t_l, s'); `x_n` (L,):
+    X(t_n, s') (row n). The delta part of K, if any, is the caller's.
+    """
+    return (wts.w * kernel) @ x + wts.upper * kernel_jump * x_n
+
+
+def transposed_integral(wts: RowWeights, kernel: Array, r: Array, jump=1.0) -> Array:
+    """int_0^{s'} K(t_n, s) R(s', s) ds for every stored s' (R a response with R(s', s'^-) =
+    `jump`; its stored diagonal is zero)."""
+    return r @ (wts.w * kernel) + wts.upper_at * kernel * jump
+
+
+def response_integral(wts: RowWeights, kernel: Array, kernel_jump, r: Array, r_n: Array, n,
+                      jump=1.0) -> Array:
+    """int_{s'}^{t_n} K(t_n, s) R(s, s') ds for every stored s' < t_n (zero for s' = t_n).
+
+    R(s'^+, s') = `jump` at the lower end, K(t_n, t_n^-) = `kernel_jump` at the upper end.
+    """
+    idx = jnp.arange(r.shape[-1])
+    return ((wts.w * kernel) @ r + wts.lower * kernel * jump
+            + jnp.where(idx < n, wts.upper * kernel_jump * r_n, 0.0))
+
+
+def jump_column(n, size: int, value=1.0) -> Array:
+    """A row that is `value` at column n and zero elsewhere (the jump R(t_n^+, t_n))."""
+    return jnp.where(jnp.arange(size) == n, value, 0.0)
+
+
+def scalar_front(c_n: Array, d_c: Array, n):
+    """Front and rate of a scalar symmetric two-time function C(t, .) at row n: the row
+    (columns <= n) and the equal-time value C(t, t) with its rate 2 dC(t, t^-)/dt [C.6]."""
+    past = jnp.arange(c_n.shape[-1]) <= n
+    d_c = jnp.where(past, d_c, 0.0)
+    return (jnp.where(past, c_n, 0.0), c_n[n]), (d_c, 2.0 * d_c[n])
+
+
+def write_symmetric(c: Array, n, row: Array, c_tt) -> Array:
+    """c with row and column n set to `row` (columns < n) and c[n, n] = `c_tt`."""
+    row = jnp.where(jnp.arange(c.shape[-1]) < n, row, 0.0).at[n].set(c_tt)
+    return c.at[n].set(row).at[:, n].set(row)
+
+
+def write_response(r: Array, n, row: Array) -> Array:
+    """r with row n set to `row` on the columns < n (R(t_n, t_l), l < n; zero diagonal)."""
+    return r.at[n].set(jnp.where(jnp.arange(r.shape[-1]) < n, row, 0.0))
