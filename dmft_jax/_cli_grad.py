@@ -125,7 +125,7 @@ def _output_shape(observable, model, grid) -> tuple:
     import equinox as eqx
 
     from ._integrate import integrate
-    return eqx.filter_eval_shape(lambda m, g: observable(integrate(m, g)), model, grid).shape
+    return eqx.filter_eval_shape(lambda m, g: observable(integrate(m, g, throw=False)), model, grid).shape
 
 
 def _as_scalar(observable, sol):

@@ -251,6 +251,12 @@ class DMFT(AbstractModel):
         inst += wts.upper * c_row[n] * alg.matvec(h.d1(c_tt) * eye, a_t)
         return self.alpha * (fit - mem - inst)
 
+    def mask(self, n, tree):
+        out = dict(tree)
+        for key in ("C", "R"):
+            out[key] = jnp.where(jnp.arange(tree[key].shape[-1]) <= n, tree[key], 0.0)
+        return out
+
     def write(self, n, s, front):
         alg = self.algebra
         before = jnp.arange(s["rho"].shape[-1]) < n

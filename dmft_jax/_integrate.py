@@ -72,6 +72,13 @@ class AbstractModel(eqx.Module):
         `records["t"]` (every accepted step of an adaptive solve) or on `ts` when
         `records` is None."""
 
+    def mask(self, n, tree):
+        """A front or rate pytree restricted to the layout of row n (entries of two-time rows
+        beyond column n zeroed). The corrector of `Trapezoid` evaluates row n + 1's rates and
+        combines them with row n's front. Default: unchanged (no two-time rows)."""
+        del n
+        return tree
+
     def records(self, n, state: dict) -> dict:
         """One-time observables of row n (after `row(n)`), recorded at every accepted step of an
         adaptive solve. Default: none."""
@@ -127,6 +134,14 @@ class AbstractModel(eqx.Module):
             return x
         return {key: jtu.tree_map(lambda x, k=k: take(x, k), state[key])
                 for key, k in self.time_axes().items()}
+
+
+def scale_index(x: Array, k: int, n, keep) -> Array:
+    """x with index n along each of its last k axes multiplied by `keep` (bool)."""
+    for axis in range(x.ndim - k, x.ndim):
+        where = (slice(None),) * axis + (n,)
+        x = x.at[where].set(jnp.where(keep, x[where], jnp.zeros((), x.dtype)))
+    return x
 
 
 def clear_index(x: Array, k: int, n) -> Array:
@@ -339,9 +354,8 @@ def _adaptive(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper, pr
                           ctrl.factor_min, ctrl.factor_max)
         factor = jnp.where(jnp.isfinite(err), factor, ctrl.factor_min)
         h_next = jax.lax.stop_gradient(h * jnp.where(accept, factor, jnp.minimum(factor, 0.9)))
-        # A rejected step leaves nothing behind: zero the row it wrote.
-        state = jax.lax.cond(accept, lambda s: s, lambda s: _unwrite_row(model, n + 1, s),
-                             out.state)
+        # A rejected step leaves nothing behind: zero the row it wrote (O(L) in place).
+        state = _unwrite_row(model, n + 1, out.state, keep=accept)
         j = c.accepted + jnp.where(accept, 1, 0)
         result = RESULTS.where(diverged, RESULTS.diverged, c.result)
         result = RESULTS.where(~accept & ~diverged & (h_next < ctrl.dt_min),
@@ -377,11 +391,12 @@ def _pad_records(records: dict, last) -> dict:
     return {key: pad(key, buf) for key, buf in records.items()}
 
 
-def _unwrite_row(model: AbstractModel, n, state: dict) -> dict:
+def _unwrite_row(model: AbstractModel, n, state: dict, keep) -> dict:
+    """Index n of the advancing buffers multiplied by `keep` (zeroed when False)."""
     out = dict(state)
     for key, k in model.time_axes().items():
         if key in model.advancing():
-            out[key] = jtu.tree_map(lambda x, k=k: clear_index(x, k, n), state[key])
+            out[key] = jtu.tree_map(lambda x, k=k: scale_index(x, k, n, keep), state[key])
     return out
 
 

@@ -5,10 +5,11 @@ so `jax.grad` / `jax.jvp` through a solve reach it (see `dmft_jax._adjoint`). To
 without retracing use `jax.tree_util.Partial(e_ts, time=T)`: a `time` given as an array is then
 a traced leaf, a Python float a static one.
 
-Times between grid points are read by linear interpolation on t_n = n dt; `time=None` means the
-last grid time t_N = N dt. A time outside [0, t_N] is clamped to the grid (the derivative in
-`time` is then zero). Under a change of the step dt at fixed N the grid moves, and so does the
-interpolation weight: derivatives in dt include that (at fixed T).
+Times between recorded times are read by linear interpolation on `sol.t` (any increasing
+times: a uniform grid, or the accepted steps of an adaptive solve, whose +inf padding is
+skipped); `time=None` means the last time. A time outside the recorded range is clamped to it
+(the derivative in `time` is then zero). Under a change of the step dt at fixed N the grid
+moves, and so does the interpolation weight: derivatives in dt include that (at fixed T).
 """
 
 from __future__ import annotations
@@ -27,10 +28,16 @@ def at_time(sol: Solution, x: Array, time=None) -> Array:
     """
     if time is None:
         return x[-1]
-    steps = x.shape[0] - 1
-    u = jnp.clip(jnp.asarray(time) / sol.t[1], 0.0, steps)   # t_1 = dt
-    i = jnp.clip(jnp.floor(jax.lax.stop_gradient(u)).astype(int), 0, steps - 1)
-    w = (u - i).reshape(u.shape + (1,) * (x.ndim - 1))   # times may be an array
+    t = sol.t
+    last = jnp.sum(jnp.isfinite(t)) - 1                     # adaptive solves pad t with +inf
+    safe_t = jnp.where(jnp.isfinite(t), t, t[0])
+    time = jnp.clip(jnp.asarray(time, safe_t.dtype), safe_t[0], safe_t[last])
+    i = jnp.searchsorted(jax.lax.stop_gradient(safe_t[:-1]), jax.lax.stop_gradient(time),
+                         side="right") - 1
+    i = jnp.clip(i, 0, jnp.maximum(last - 1, 0))
+    gap = safe_t[i + 1] - safe_t[i]
+    w = jnp.where(gap > 0, (time - safe_t[i]) / jnp.where(gap > 0, gap, 1.0), 0.0)
+    w = w.reshape(w.shape + (1,) * (x.ndim - 1))           # times may be an array
     return (1.0 - w) * x[i] + w * x[i + 1]
 
 

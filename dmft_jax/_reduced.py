@@ -105,6 +105,12 @@ class _Volterra(AbstractModel):
             out[key] = s[key].at[n].set(front[key])
         return out
 
+    def mask(self, n, tree):
+        out = dict(tree)
+        for key in self._SYMMETRIC + self._RESPONSES:
+            out[key] = jnp.where(jnp.arange(tree[key].shape[-1]) <= n, tree[key], 0.0)
+        return out
+
     def _jumped(self, n, s, wts, jumps: dict):
         """Fronts of the responses at row n (with the jump R(t_n^+, t_n) when `wts.jumps`) and
         the `after` increments of an Euler step."""

@@ -114,7 +114,10 @@ class Solution(eqx.Module):
         a = jnp.reshape(self.a, (self.a.shape[0], -1))
         parts = [jnp.reshape(self.C_t0, (a.shape[0], -1)), jnp.reshape(self.C_tt, (a.shape[0], -1))]
         if self.t_stored.shape == self.t.shape:          # fixed grid: every row of C is stored
-            parts.append(jnp.reshape(jnp.moveaxis(self.C, -2, 0), (a.shape[0], -1)))
+            size = self.t.shape[0]
+            lower = jnp.tril(jnp.ones((size, size), bool))  # C(t_n, t_l), l <= n: known at t_n
+            rows = jnp.where(lower, self.C, 0.0)
+            parts.append(jnp.reshape(jnp.moveaxis(rows, -2, 0), (a.shape[0], -1)))
         corr = jnp.concatenate(parts, axis=1)
         padded = ~jnp.isfinite(self.t)
         return diverged_rows(self.e_tr, self.e_ts, a, correlations=corr) & ~padded

@@ -28,6 +28,7 @@ from ._dmft import symmetric_dmft
 from ._grid import TimeGrid
 from ._integrate import integrate
 from ._network import Problem
+from ._results import RESULTS
 from ._train import OBSERVABLES, Protocol, n_samples, train
 
 #: Parameter axes of a sweep, in array order (`seed` only on experiment arrays).
@@ -133,13 +134,13 @@ def dmft_observables(h: AbstractKernel, tgt: Target, *, m: int, d: int, steps: i
     dtype = jnp.result_type(float)
     n = jnp.maximum(jnp.round(jnp.asarray(alpha, dtype) * m * d), 1)
     model = symmetric_dmft(h, tgt, tau=tau, alpha=n / (m * d), m=m, a0=a0, freeze_a=freeze_a)
-    sol = integrate(model, TimeGrid(lr * d / n, steps))
+    sol = integrate(model, TimeGrid(lr * d / n, steps), throw=False)
     rows = np.arange(0, steps + 1, record_every)
     a = sol.a[rows]
     out = dict(a=a, gamma=a / math.sqrt(m), a_l1=jnp.abs(a), v=sol.v[rows, 0],
-               C_d0=sol.C_d[rows, 0], C_o=sol.C_o[rows, rows], e_tr=sol.e_tr[rows],
+               C_d0=sol.C_d0[rows], C_o=sol.C_o_eq[rows], e_tr=sol.e_tr[rows],
                e_ts=sol.e_ts[rows])
-    out["diverged"] = jnp.any(sol.bad_rows)
+    out["diverged"] = sol.result != RESULTS.successful
     return out
 
 

@@ -184,7 +184,7 @@ def _scan(build: Callable, parameter: str, xs: Array, fixed: dict, grid: TimeGri
           chunks: int | None):
     """e_tr(t) of the model built at each x of `xs`, vmapped: one compilation per shape."""
     def one(x):
-        return integrate(build(parameter, x, fixed), grid, chunks=chunks).e_tr
+        return integrate(build(parameter, x, fixed), grid, chunks=chunks, throw=False).e_tr
     return jax.vmap(one)(xs)
 
 

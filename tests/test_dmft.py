@@ -17,8 +17,8 @@ from dmft_jax._integrate import integrate
 from helpers import fig4, loglog_slope
 
 
-def run(model, dt, steps, chunks=None):
-    return dj.solve(model, dj.TimeGrid(dt, steps), chunks=chunks)
+def run(model, dt, steps, chunks=None, throw=True):
+    return dj.solve(model, dj.TimeGrid(dt, steps), chunks=chunks, throw=throw)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,9 @@ def test_train_error_identity(single_index):
     model, sol = single_index
     dt = 0.05
     sig_c, sig_r = sigmas(sol, model)
-    r_a, c_a = np.asarray(sol.R_A), np.asarray(sol.C_A)
+    # sol.R_A is the regular part; under Euler the delta is 1/dt on the diagonal [D.5]
+    r_a = np.asarray(sol.R_A) + np.eye(len(sol.t)) / dt
+    c_a = np.asarray(sol.C_A)
     integrand = np.tril(r_a * sig_c + c_a * sig_r)
     np.testing.assert_allclose(0.5 * dt * integrand.sum(axis=1), sol.e_tr, rtol=1e-11)
     lhs = np.eye(len(sol.t)) + dt * np.tril(sig_r, -1)
@@ -315,8 +317,12 @@ def test_constructors_reject_bad_input():
 
 
 def test_divergence_is_reported():
-    """A step far beyond the stability bound of spec section 6 is flagged, with its time."""
+    """A step far beyond the stability bound of spec section 6 is flagged, with its time, as
+    `RESULTS.diverged` (read with throw=False; raised by default)."""
     h, tg, tau = fig4()
-    sol = run(symmetric_dmft(h, tg, tau=tau, alpha=0.3, m=16, gamma0=3.0), 0.5, 60)
-    assert bool(sol.diverged)
+    model = symmetric_dmft(h, tg, tau=tau, alpha=0.3, m=16, gamma0=3.0)
+    sol = run(model, 0.5, 60, throw=False)
+    assert bool(sol.diverged) and bool(sol.result == dj.RESULTS.diverged)
     assert 0 < float(sol.divergence_time) <= 30.0
+    with pytest.raises(Exception, match="diverged"):
+        run(model, 0.5, 60)

@@ -24,7 +24,7 @@ from dmft_jax import _observables as obs  # noqa: E402
 from dmft_jax._covariance import covariance, target  # noqa: E402
 from dmft_jax._dmft import general_dmft, symmetric_dmft  # noqa: E402
 from dmft_jax._grid import TimeGrid  # noqa: E402
-from dmft_jax._integrate import Euler  # noqa: E402
+from dmft_jax._stepper import Euler, Trapezoid  # noqa: E402
 from dmft_jax._network import problem  # noqa: E402
 from dmft_jax._train import Protocol  # noqa: E402
 from dmft_jax._trainer_grad import trainer_value, trainer_value_and_grad  # noqa: E402
@@ -161,29 +161,34 @@ def test_reverse_memory_is_quadratic(general_case):
 @pytest.fixture(scope="module")
 def solved():
     model, grid = symmetric(), TimeGrid(DT, STEPS)
-    final = jax.jit(adj.final_state, static_argnums=2)(model, grid, None)
+    final = jax.jit(adj.final_state, static_argnums=3)(model, grid, Euler(), None)
     return model, grid, final
 
 
-def test_state_before_rebuilds_each_step(solved):
-    """Masking the final history gives the state before step n (every entry is written once),
-    for every n and for the final row."""
-    model, grid, final = solved
-    keys = adj.advancing_keys(model, final, grid)
-    assert keys == {"a", "v", "C", "R"}
+@pytest.mark.parametrize("stepper", [Euler(), Trapezoid()], ids=["euler", "trapezoid"])
+def test_state_before_rebuilds_each_step(stepper):
+    """Masking the final history gives the state before step n (every entry is written once,
+    also by the predictor-corrector, which clears its provisional row), for every n and for
+    the final row."""
+    model, grid = symmetric(), TimeGrid(DT, STEPS)
+    final = jax.jit(adj.final_state, static_argnums=3)(model, grid, stepper, None)
+    assert model.advancing() == {"a", "v", "C", "R"}
 
     @jax.jit
     def replay(final):
-        # (state after n steps, masked final history) for n = 0..N, and step N; then the
-        # final history peeled step by step (`unwrite`, as the backward pass does), n = N..0.
+        # (state after n steps, masked final history) for n = 0..N - 1, then the final row N;
+        # the final history peeled step by step (`unwrite`, as the backward pass does).
         def body(s, n):
-            return Euler().step(model, n, s, grid), (s, adj.state_before(model, final, n, keys))
-        last, pairs = jax.lax.scan(body, model.init(grid), jnp.arange(grid.steps + 1))
+            nxt = stepper.step(model, n, s, grid.ts).state
+            return nxt, (s, adj.state_before(model, final, n))
+        last, pairs = jax.lax.scan(body, model.init(grid.size), jnp.arange(grid.steps))
+        last = model.row(grid.steps, last, stepper.quadrature.weights(grid.ts, grid.steps))[0]
 
         def peel(s, n):
-            s = adj.unwrite(model, s, n, keys)
+            s = adj.unwrite(model, s, n)
             return s, s
-        _, peeled = jax.lax.scan(peel, final, jnp.arange(grid.steps, -1, -1))
+        _, peeled = jax.lax.scan(peel, model.clear_aux(grid.steps, final),
+                                 jnp.arange(grid.steps - 1, -1, -1))
         return pairs, last, jtu.tree_map(lambda x: x[::-1], peeled)
 
     (want, got), last, peeled = replay(final)
@@ -191,8 +196,7 @@ def test_state_before_rebuilds_each_step(solved):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-16)
         np.testing.assert_array_equal(a == 0, b == 0)
         np.testing.assert_array_equal(a, c)
-    # Step N of the scan is the final row N (its writes of row N + 1 are dropped): the backward
-    # pass relies on it.
+    # The final row N writes the auxiliaries of row N only: the backward pass relies on it.
     for a, b in zip(jtu.tree_leaves(last), jtu.tree_leaves(final)):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-16)
 
@@ -202,7 +206,7 @@ def test_observables(solved):
 
     @jax.jit
     def values(final):
-        sol = model.solution(final, grid)
+        sol = model.solution(final, grid.ts)
         return sol, dict(at=obs.e_ts(sol, T), end=obs.e_ts(sol), node=obs.e_ts(sol, 2 * DT),
                          many=obs.e_ts(sol, jnp.array([0.0, T])), gap=obs.gap(sol, T),
                          e_tr=obs.e_tr(sol, T), min=obs.min_e_ts(sol),
