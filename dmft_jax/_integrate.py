@@ -121,15 +121,15 @@ class AbstractModel(eqx.Module):
             out[key] = jtu.tree_map(lambda x, k=k: clear_index(x, k, n), state[key])
         return out
 
-    def select_times(self, state: dict, keep: np.ndarray) -> dict:
-        """Every buffer restricted to the stored times `keep` (static indices) along all time
-        axes, zero-padded back to its length (history decimation)."""
+    def select_times(self, state: dict, keep: Array) -> dict:
+        """Every buffer restricted to the stored times `keep` (indices, static count) along
+        all time axes, zero-padded back to its length (history decimation)."""
         def take(x, k):
             for axis in range(x.ndim - k, x.ndim):
                 size = x.shape[axis]
-                x = jnp.take(x, jnp.asarray(keep), axis=axis)
+                x = jnp.take(x, keep, axis=axis)
                 pad = [(0, 0)] * x.ndim
-                pad[axis] = (0, size - len(keep))
+                pad[axis] = (0, size - keep.shape[0])
                 x = jnp.pad(x, pad)
             return x
         return {key: jtu.tree_map(lambda x, k=k: take(x, k), state[key])
@@ -253,10 +253,60 @@ class Adaptive(eqx.Module):
         return ((self.t_max > 0) & (self.rtol > 0) & (self.atol >= 0) & (self.dt0 > 0)
                 & jnp.isfinite(self.t_max) & (self.dt_min >= 0))
 
-    def decimation(self) -> np.ndarray:
-        """The stored indices kept when a full history is decimated (static)."""
-        half = self.history // 2
-        return np.concatenate([np.arange(0, half, 2), np.arange(half, self.history)])
+    def decimation(self, model: "AbstractModel", state: dict, ts: Array):
+        """Which stored times to keep when the history is full: `(keep, error)`.
+
+        A quarter of the stored times is dropped. Candidates are every other time between
+        t_0 and the most recent quarter (so that no two neighbours go); among them the ones
+        whose removal is least visible are dropped: for each candidate t_k the error of
+        reading every stored function at t_k by linear interpolation from t_{k-1} and
+        t_{k+1} (two-time functions along both time arguments), in units of
+        atol + rtol |value|. `error` is the largest such score among the dropped times
+        (reported in `stats["decimation_error"]`; above 1 the bounded history is coarser
+        than the tolerance).
+        """
+        size = self.history
+        drop = size // 4
+        idx = jnp.arange(size)
+        score = _interpolation_scores(model, state, ts, self.rtol, self.atol)
+        candidate = (idx % 2 == 1) & (idx < size - size // 4 - 1)
+        score = jnp.where(candidate, score, jnp.inf)
+        order = jnp.argsort(score)
+        dropped = jnp.zeros((size,), bool).at[order[:drop]].set(True)
+        keep = jnp.nonzero(~dropped, size=size - drop)[0]
+        return keep, jnp.max(score[order[:drop]])
+
+
+def _interpolation_scores(model, state: dict, ts: Array, rtol, atol) -> Array:
+    """For each stored time t_k (0 < k < L - 1): the largest error, in units of
+    atol + rtol |x|, of linear interpolation at t_k from t_{k-1}, t_{k+1}, over every buffer
+    (two-time buffers along both time arguments, away from the diagonal where responses
+    jump)."""
+    size = ts.shape[0]
+    idx = jnp.arange(size)
+    prev, nxt = jnp.clip(idx - 1, 0, size - 1), jnp.clip(idx + 1, 0, size - 1)
+    gap = ts[nxt] - ts[prev]
+    w = jnp.where(gap > 0, (ts - ts[prev]) / jnp.where(gap > 0, gap, 1.0), 0.5)
+
+    def along(x, axis):
+        x = jnp.moveaxis(x, axis, -1)
+        err = jnp.abs(x - ((1 - w) * x[..., prev] + w * x[..., nxt]))
+        return jnp.moveaxis(err / (atol + rtol * jnp.abs(x)), -1, axis)
+
+    score = jnp.zeros((size,), ts.dtype)
+    for key, k in model.time_axes().items():
+        for x in jtu.tree_leaves(state[key]):
+            if k == 1:
+                e = along(x, -1)
+                score = jnp.maximum(score, jnp.max(e.reshape(-1, size), axis=0))
+            elif k == 2:
+                rows, cols = idx[:, None], idx[None, :]
+                far = jnp.abs(rows - cols) >= 2          # both neighbours on one side of the diagonal
+                for axis, other in ((-1, -2), (-2, -1)):
+                    e = jnp.where(far, along(x, axis), 0.0)
+                    e = jnp.max(jnp.moveaxis(e, other, 0).reshape(size, -1, size), axis=(0, 1))
+                    score = jnp.maximum(score, e)
+    return score
 
 
 def _concrete(x):
@@ -302,6 +352,7 @@ class _Carry(eqx.Module):
     accepted: Array
     rejected: Array
     decimations: Array
+    decimation_error: Array
     result: Any
 
 
@@ -311,7 +362,6 @@ def _adaptive(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper, pr
                          "needs a stepper such as Trapezoid()")
     size, steps = ctrl.history, ctrl.max_steps
     exponent = -1.0 / (stepper.error_order() + 1.0)
-    keep = ctrl.decimation()
     report = _Progress(label) if progress else None
     t_max = jax.lax.stop_gradient(ctrl.t_max)
 
@@ -324,17 +374,19 @@ def _adaptive(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper, pr
     ok_input = model.valid() & ctrl.valid()
     init = _Carry(state=state, ts=ts, n=jnp.asarray(0), h=jnp.asarray(ctrl.dt0, dtype),
                   records=records, accepted=jnp.asarray(0), rejected=jnp.asarray(0),
-                  decimations=jnp.asarray(0),
+                  decimations=jnp.asarray(0), decimation_error=jnp.zeros((), dtype),
                   result=RESULTS.where(ok_input, RESULTS.successful, RESULTS.invalid_input))
 
     def cond(c: _Carry):
         return (c.ts[c.n] < t_max) & (c.result == RESULTS.successful)
 
     def decimate(c: _Carry) -> _Carry:
+        keep, error = ctrl.decimation(model, c.state, c.ts)
         state = model.select_times(c.state, keep)
-        ts = jnp.pad(c.ts[keep], (0, size - len(keep)))
-        return eqx.tree_at(lambda x: (x.state, x.ts, x.n, x.decimations), c,
-                           (state, ts, jnp.asarray(len(keep) - 1), c.decimations + 1))
+        ts = jnp.pad(c.ts[keep], (0, size - keep.shape[0]))
+        return eqx.tree_at(lambda x: (x.state, x.ts, x.n, x.decimations, x.decimation_error), c,
+                           (state, ts, jnp.asarray(keep.shape[0] - 1), c.decimations + 1,
+                            jnp.maximum(c.decimation_error, error)))
 
     def body(c: _Carry) -> _Carry:
         c = jax.lax.cond(c.n + 1 >= size, decimate, lambda x: x, c)
@@ -371,7 +423,8 @@ def _adaptive(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper, pr
         return _Carry(state=state, ts=jnp.where(accept, ts, c.ts),
                       n=jnp.where(accept, n + 1, n), h=h_next, records=records, accepted=j,
                       rejected=c.rejected + jnp.where(accept, 0, 1),
-                      decimations=c.decimations, result=result)
+                      decimations=c.decimations, decimation_error=c.decimation_error,
+                      result=result)
 
     final = jax.lax.while_loop(cond, body, init)
     state, _ = model.row(final.n, final.state, stepper.quadrature.weights(final.ts, final.n))
@@ -425,14 +478,15 @@ def integrate(model: AbstractModel, times, stepper: AbstractStepper | None = Non
         result = RESULTS.where(sol.diverged & (result == RESULTS.successful), RESULTS.diverged,
                                result)
         stats = dict(accepted=jnp.asarray(times.steps), rejected=jnp.asarray(0),
-                     stored=jnp.asarray(times.size), decimations=jnp.asarray(0))
+                     stored=jnp.asarray(times.size), decimations=jnp.asarray(0),
+                     decimation_error=jnp.zeros(()))
     elif isinstance(times, Adaptive):
         stepper = Trapezoid() if stepper is None else stepper
         final, state = _adaptive(model, times, stepper, progress, label)
         sol = model.solution(state, final.ts, final.records)
         result = final.result
         stats = dict(accepted=final.accepted, rejected=final.rejected, stored=final.n + 1,
-                     decimations=final.decimations)
+                     decimations=final.decimations, decimation_error=final.decimation_error)
     else:
         raise ValueError(f"times must be a TimeGrid or an Adaptive controller, got "
                          f"{type(times).__name__}")
