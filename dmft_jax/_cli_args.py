@@ -150,9 +150,11 @@ class RealList:
         parts = [x.strip() for x in str(text).split(",")]
         if parts and parts[-1] == "":
             parts = parts[:-1]  # a trailing comma is harmless
+        count = (f"{self.min_len}" if self.min_len == self.max_len
+                 else f"{self.min_len} or more")
         if any(p == "" for p in parts) or len(parts) < self.min_len:
             raise argparse.ArgumentTypeError(
-                f"expected {self.min_len} or more comma-separated numbers, got {text!r}")
+                f"expected {count} comma-separated numbers, got {text!r}")
         if len(parts) > self.max_len:
             raise argparse.ArgumentTypeError(f"at most {self.max_len} values, got {len(parts)}")
         for p in parts:

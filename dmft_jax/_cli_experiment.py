@@ -142,8 +142,11 @@ def _check_sweep_memory(args, grid: dict, steps: int, every: int, dmft: bool, k:
     per_run = item * (2.0 * (n * d + n + d * k + m * d) + 6.0 * m * d + 4.0 * rows * m
                       + 12.0 * records)
     need = runs * per_run + (points * solve_bytes(steps) if dmft else 0.0)
-    check_memory(need, f"--d {d}, --m {m}, --seeds {args.seeds}, {points} grid point(s), "
-                       f"{steps} steps")
+    flags = [f"--grid {args.grid}"] if getattr(args, "grid", None) else []
+    flags += [f"--grid-{k}" for k in grid if getattr(args, f"grid_{k}", None)]
+    where = f" ({', '.join(flags)})" if flags else ""
+    check_memory(need, f"--seeds {args.seeds} x {points} grid point(s){where}, --d {d}, "
+                       f"--m {m}, {steps} steps")
 
 
 def _run_sweep_core(args, *, grid: dict, dmft: bool):

@@ -72,9 +72,10 @@ def _gaussian_model(args, dmft):
         raise UsageError(f"{_flag_of(str(err), args)}: {err}") from None
     too_big = [p for p in gm.degrees if p > args.max_stored_degree and args.d**p > 1 << 27]
     if too_big:
-        raise UsageError(f"{'--activation' if args.activation else '--h'}: degree {too_big[0]} "
-                         f"of h needs d^{too_big[0]} = {float(args.d)**too_big[0]:.3g} entries "
-                         "per sample: use a covariance of lower degree or a smaller --d")
+        p, flag = too_big[0], "--activation" if args.activation else "--h"
+        raise UsageError(f"--d {args.d}: degree {p} of h ({flag}) needs d^{p} = "
+                         f"{float(args.d) ** p:.3g} entries per sample; use a smaller --d or a "
+                         "covariance of lower degree")
     streamed = [p for p in gm.degrees if p > args.max_stored_degree]
     if streamed:
         per_step = sum(gm.n * args.d**p for p in streamed)

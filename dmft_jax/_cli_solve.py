@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -81,7 +82,8 @@ def _add_solve(p):
     add_grid_arguments(p)
     add_output_arguments(p, plot=True)
     p.add_argument("--progress", action="store_true", default=None,
-                   help="progress lines on stderr (default: on for >= 1000 steps)")
+                   help="progress lines on stderr, from compilation on (default: on for >= "
+                        "1000 steps)")
 
 
 def _run_solve(args, out) -> int:
@@ -89,6 +91,9 @@ def _run_solve(args, out) -> int:
     grid = grid_from_args(args)
     check_solve_memory(args, model)
     progress = args.progress if args.progress is not None else grid.steps >= 1000
+    if progress:  # compilation takes seconds to minutes at large N: say what is happening
+        print(f"dmft-jax solve: compiling the solver ({grid.steps} steps)", file=sys.stderr,
+              flush=True)
     sol, t_compile, t_run = timed_solve(model, grid, progress)
     summary = dict(steps=grid.steps, dt=float(grid.dt), m=model.m, k=model.k,
                    wall_time_s=round(t_run, 4), compile_time_s=round(t_compile, 4))

@@ -111,10 +111,10 @@ def _threshold(args, h, tgt, values, parameter: str, alpha) -> dict:
 
 
 def _run(args, out) -> int:
+    check_memory(args.num * solve_bytes(args.steps), f"--num {args.num} x --steps {args.steps}")
     values, parameter = _scan(args)
     h, tgt = covariance_and_target(args)
     alpha = args.alpha if args.alpha is not None else (0.5 if parameter == "gamma0" else None)
-    check_memory(args.num * solve_bytes(args.steps), f"--num {args.num} x --steps {args.steps}")
     try:
         result = _threshold(args, h, None if tgt.norm2 == 0 and _is_noise(tgt) else tgt,
                             values, parameter, alpha)
