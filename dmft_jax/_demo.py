@@ -1,6 +1,6 @@
 """`dmft-jax demo`: the three regimes of train and test error under lazy initialization.
 
-Setting of the paper's Figs. 13-17 (spec sections 8-9): single-index target,
+Setting of the paper's Figs. 13-17 (docs/equations.md sections 8-9): single-index target,
 h = phihat = 0.9 q + q^2/2, tau = 2.5, alpha = 0.3, lazy init gamma0 = 1, for a few widths m.
 The large noise puts gamma0 = 1 below the interpolation threshold, so the three time scales are
 visible: t ~ 1/m (the linear part is learned, train = test), t ~ 1 (the weights move orthogonally
