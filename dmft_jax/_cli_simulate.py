@@ -111,13 +111,16 @@ def _schedule(args, gm):
 
 def _check_memory(args, gm, steps: int, every: int) -> None:
     """Refuse a simulation whose records or vmapped realizations exceed the memory."""
-    from ._gaussian_model import memory_per_realization
+    from ._gaussian_model import DEFAULT_BATCH_BYTES, memory_per_realization
     item = 4 if args.float32 else 8
     R, T, m, k = args.realizations, steps // every + 1, gm.m, gm.k
     records = 2.0 * 8 * R * T * (2 * m * m + m * k + m + 4)  # device, then host arrays
-    vmapped = min(args.batch_size or 1, R)
-    per = memory_per_realization(gm, args.max_stored_degree, item, args.batch or None)
-    check_memory(records + vmapped * float(per) + 16.0 * R,
+    per = float(memory_per_realization(gm, args.max_stored_degree, item, args.batch or None))
+    if args.batch_size:
+        vmapped = min(args.batch_size, R) * per
+    else:  # the default batches realizations within DEFAULT_BATCH_BYTES (at least one)
+        vmapped = max(per, min(R * per, DEFAULT_BATCH_BYTES))
+    check_memory(records + vmapped + 16.0 * R,
                  f"--d {gm.d} (n = {gm.n}), --realizations {R}, --m {m}, {T} records"
                  + (f", --batch-size {args.batch_size}" if args.batch_size else ""))
 
@@ -160,8 +163,8 @@ def _run_simulate(args, out) -> int:
                    e_tr=float(arrays["e_tr"][ok, -1].mean()) if ok.any() else None,
                    e_ts=float(arrays["e_ts"][ok, -1].mean()) if ok.any() else None,
                    wall_time_s=round(wall, 3))
-    out.write_npz(dict(arrays, params=np.asarray(out.params()), n=gm.n, d=gm.d, lr=args.lr,
-                       dt=dt))
+    params = out.params(out=args.out, json=args.json)  # this file's params always held both
+    out.write_npz(dict(arrays, params=np.asarray(params), n=gm.n, d=gm.d, lr=args.lr, dt=dt))
     if bad:
         line = divergence_line("realizations", bad, args.realizations,
                                f"(flagged in 'diverged'); try a smaller --lr than {args.lr:g}")
