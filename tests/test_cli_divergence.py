@@ -62,3 +62,19 @@ def test_experiment_marks_a_diverged_dmft(tmp_path, capsys):
     code, lines, err = _run(capsys, ["experiment", "--seeds", "2", "--t-max", "45", "--d", "50",
                                      "--m", "4", "--lr", "50", "--batch", "0", "--dmft"])
     assert code == 0 and lines[-1].count("(DMFT diverged)") == 4
+
+
+def test_threshold_matches_the_library_when_nothing_diverges(capsys):
+    """The command assembles the fit itself (to tell diverged from unrelaxed values); apart from
+    its `diverged` list it must equal `dmft_jax.threshold` (same scan as tests/test_cli.py, so
+    the compilation is shared)."""
+    import dmft_jax as dj
+    code, lines, _ = _run(capsys, ["threshold", "--h", "fig8", "--tau", "1", "--alpha", "0.5",
+                                   "--range", "1.3,1.8", "--num", "4", "--steps", "400",
+                                   "--dt", "0.2"])
+    cli = json.loads(lines[-1])
+    assert code == 0 and cli.pop("diverged") == []
+    lib = dj.threshold(dj.covariance("fig8"), None, parameter="gamma0",
+                       values=np.linspace(1.3, 1.8, 4), tau=1.0, m=None, alpha=0.5, dt=0.2,
+                       steps=400)
+    assert cli == json.loads(json.dumps(lib))
