@@ -1,6 +1,6 @@
 """Independent, straightforward NumPy reference for the discretized DMFT.
 
-Implements the scheme of spec section 6 (``/work/shared/spec/dmft.md``) for
+Implements the scheme of docs/equations.md section 6 for
 
 * the symmetric DMFT (section 5, [C.32]-[C.46]):  :func:`solve_symmetric`;
 * the general DMFT (section 4, [C.7]-[C.10], [C.19], [C.20], [C.24], [C.25]):

@@ -1,6 +1,6 @@
 """dmft_jax: dynamical mean field theory of two-layer networks trained by gradient flow.
 
-Flat public API over private modules; see README.md and ../shared/spec/dmft.md.
+Flat public API over private modules; see README.md and docs/equations.md.
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version

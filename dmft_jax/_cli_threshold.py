@@ -1,94 +1,133 @@
-"""`dmft-jax threshold`: the interpolation threshold of gradient flow (spec section 7).
+"""`dmft-jax threshold`: the interpolation threshold of gradient flow (docs/equations.md
+section 7).
 
 Pure noise (or a k-index target through tau' [F.73, F.74]) with the second layer frozen; the
 relaxation-time method: t_rel = inf{t : e_tr(t) < 1e-7 tau^2} over a scan, fitted by
 t_rel ~ c (x* - x)^(-nu). Prints one JSON line with parameter, threshold, threshold_err,
-exponent, exponent_err, points (and amplitude, unrelaxed, model, m, tau_prime).
+exponent, exponent_err, points (and amplitude, unrelaxed, diverged, model, m, tau_prime). A scan
+in which some solve diverged is not a result: the JSON lists the values under `diverged` and the
+command exits 1.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
+import math
 
 import numpy as np
 
-from ._cli import COMMANDS, UsageError, add_covariance_arguments, covariance_and_target
+from ._cli_args import (
+    FINITE,
+    POSITIVE,
+    Command,
+    Count,
+    RealList,
+    SolveError,
+    UsageError,
+    check_memory,
+    solve_bytes,
+)
+from ._cli_io import add_output_arguments, divergence_line
+from ._cli_physics import add_covariance_arguments, add_grid_arguments, covariance_and_target
+
+_RANGE = RealList(FINITE, min_len=2, max_len=2)
+
+
+def _width(text: str) -> int | None:
+    """Type of --m: a positive integer, or inf / infinity (None)."""
+    if str(text).strip().lower() in ("inf", "infinity"):
+        return None
+    try:
+        return Count(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a width >= 1 or inf, got {text!r}") from None
 
 
 def _add(p):
     add_covariance_arguments(p, default_target="none")
     g = p.add_argument_group("model and scan")
-    g.add_argument("--tau", type=float, default=1.0, help="label noise (default 1)")
-    g.add_argument("--m", default="inf", metavar="M|inf",
+    g.add_argument("--tau", type=POSITIVE, default=1.0,
+                   help="label noise (> 0: the relaxation level is 1e-7 tau^2; default 1)")
+    g.add_argument("--m", type=_width, default=None, metavar="M|inf",
                    help="width: inf for the m -> infinity theories (lz2, H.2), else the finite-m "
                         "symmetric DMFT with the second layer frozen (default inf)")
     scale = g.add_mutually_exclusive_group()
-    scale.add_argument("--gamma0", type=float, default=None,
+    scale.add_argument("--gamma0", type=FINITE, default=None,
                        help="fixed lazy scale gamma = a/sqrt(m) (when scanning alpha)")
-    scale.add_argument("--a", type=float, default=None,
+    scale.add_argument("--a", type=FINITE, default=None,
                        help="fixed second layer a (scans alpha_bar = n/d, the H.2 setting)")
-    g.add_argument("--alpha", type=float, default=None,
+    g.add_argument("--alpha", type=POSITIVE, default=None,
                    help="fixed alpha = n/(m d) (when scanning gamma0; default 0.5)")
     g.add_argument("--parameter", choices=("gamma0", "alpha", "alpha_bar"), default=None,
                    help="what to scan (default: alpha_bar with --a, alpha with --gamma0, "
                         "else gamma0)")
-    g.add_argument("--range", metavar="FROM,TO", required=True,
+    g.add_argument("--range", type=_RANGE, metavar="FROM,TO", required=True,
                    help="scan range on the interpolating side of the threshold")
-    g.add_argument("--num", type=int, default=8, help="points in the scan (default 8)")
-    g.add_argument("--dt", type=float, default=0.1, help="time step (default 0.1)")
-    g.add_argument("--steps", type=int, default=2000, help="steps per solve (default 2000)")
+    g.add_argument("--num", type=Count(3), default=8,
+                   help="points in the scan (>= 3, a fit of 3 parameters; default 8)")
+    add_grid_arguments(p, dt=0.1, steps=2000)
     g.add_argument("--errors", choices=("covariance", "jackknife"), default="covariance",
                    help="uncertainty of the fit (default covariance)")
+    add_output_arguments(p, out=None, json_summary=False)
 
 
-def _parse(args):
-    try:
-        lo, hi = (float(x) for x in args.range.split(","))
-    except ValueError:
-        raise UsageError(f"--range: expected FROM,TO, got {args.range!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo != hi):
-        raise UsageError(f"--range: need two different finite numbers, got {args.range!r}")
-    if args.num < 3:
-        raise UsageError(f"--num must be >= 3 (a fit of 3 parameters), got {args.num}")
-    if not args.dt > 0:
-        raise UsageError(f"--dt must be > 0, got {args.dt}")
-    if args.steps < 1:
-        raise UsageError(f"--steps must be >= 1, got {args.steps}")
-    if not args.tau > 0:
-        raise UsageError(f"--tau must be > 0 (the relaxation level is 1e-7 tau^2), got {args.tau}")
-    if args.m.lower() in ("inf", "infinity"):
-        m = None
-    else:
-        try:
-            m = int(args.m)
-        except ValueError:
-            raise UsageError(f"--m: expected an integer or inf, got {args.m!r}") from None
-        if m < 1:
-            raise UsageError(f"--m must be >= 1 or inf, got {m}")
+def _scan(args: argparse.Namespace):
+    """(values, parameter) of the scan, validated."""
+    lo, hi = _RANGE.values(args.range)
+    if lo == hi:
+        raise UsageError(f"--range: need two different numbers, got {args.range!r}")
     parameter = args.parameter or ("alpha_bar" if args.a is not None else
                                    "alpha" if args.gamma0 is not None else "gamma0")
-    return np.linspace(lo, hi, args.num), m, parameter
-
-
-def _run(args) -> int:
-    from ._threshold import threshold
-    values, m, parameter = _parse(args)
-    h, tgt = covariance_and_target(args)
-    alpha = args.alpha if args.alpha is not None else (0.5 if parameter == "gamma0" else None)
-    if alpha is not None and not alpha > 0:
-        raise UsageError(f"--alpha must be > 0, got {alpha}")
+    if parameter in ("alpha", "alpha_bar") and not min(lo, hi) > 0:
+        raise UsageError(f"--range: {parameter} must be > 0 over the scan, got {args.range!r}")
     if parameter == "alpha_bar" and args.a is None:
         raise UsageError("--parameter alpha_bar needs --a (the fixed second layer)")
     if parameter == "alpha" and args.gamma0 is None and args.a is None:
         raise UsageError("--parameter alpha needs --gamma0 (or --a at finite --m)")
+    return np.linspace(lo, hi, args.num), parameter
+
+
+def _threshold(args, h, tgt, values, parameter: str, alpha) -> dict:
+    """The fitted threshold (as `dmft_jax.threshold` returns it) plus `diverged`: the values
+    whose solve diverged, kept apart from `unrelaxed` (did not relax within dt * steps)."""
+    from ._threshold import fit_divergence, relaxation_scan, tau_prime
+    _, _, t_rel = relaxation_scan(h, tgt, parameter=parameter, values=values, tau=args.tau,
+                                  m=args.m, alpha=alpha, gamma0=args.gamma0, a=args.a,
+                                  dt=args.dt, steps=args.steps)
+    ok, bad = np.isfinite(t_rel), np.isnan(t_rel)
+    fit = dict(threshold=None, threshold_err=None, exponent=None, exponent_err=None,
+               amplitude=None)
+    if ok.sum() >= 3:
+        fit = fit_divergence(values[ok], t_rel[ok], side=-1 if parameter == "gamma0" else 1,
+                             errors=args.errors)
+        fit.pop("side"), fit.pop("residual")
+    model = ("H.2" if parameter == "alpha_bar" else "lz2") if args.m is None else "dmft"
+    tp = float(tau_prime(h, tgt, args.tau)) if model == "lz2" else float(args.tau)
+    return dict(parameter=parameter, **{k: (None if v is None or not math.isfinite(v)
+                                            else float(v)) for k, v in fit.items()},
+                points=[[float(x), float(t)] for x, t in zip(values[ok], t_rel[ok])],
+                unrelaxed=[float(x) for x in values[~ok & ~bad]],
+                diverged=[float(x) for x in values[bad]], model=model, m=args.m, tau_prime=tp)
+
+
+def _run(args, out) -> int:
+    check_memory(args.num * solve_bytes(args.steps), f"--num {args.num} x --steps {args.steps}")
+    values, parameter = _scan(args)
+    h, tgt = covariance_and_target(args)
+    alpha = args.alpha if args.alpha is not None else (0.5 if parameter == "gamma0" else None)
     try:
-        out = threshold(h, None if tgt.norm2 == 0 and _is_noise(tgt) else tgt,
-                        parameter=parameter, values=values, tau=args.tau, m=m, alpha=alpha,
-                        gamma0=args.gamma0, a=args.a, dt=args.dt, steps=args.steps,
-                        errors=args.errors)
+        result = _threshold(args, h, None if tgt.norm2 == 0 and _is_noise(tgt) else tgt,
+                            values, parameter, alpha)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    print(json.dumps(out))
+    out.json = True  # threshold always prints its JSON line
+    if result["diverged"]:
+        out.error_json(result)
+        raise SolveError(divergence_line(
+            "solves of the scan", len(result["diverged"]), args.num,
+            f"(at {parameter} = {', '.join(f'{x:g}' for x in result['diverged'])}): the step "
+            f"--dt {args.dt:g} is too large for explicit Euler; try --dt {args.dt / 2:g}"))
+    out.report(result, "")
     return 0
 
 
@@ -97,5 +136,5 @@ def _is_noise(tgt) -> bool:
                for k in tgt.kernels)
 
 
-COMMANDS["threshold"] = ("interpolation threshold of gradient flow by relaxation times (JSON line)",
-                         _add, _run)
+THRESHOLD = Command("threshold", "interpolation threshold of gradient flow by relaxation times "
+                    "(JSON line)", _add, _run)

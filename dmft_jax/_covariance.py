@@ -61,6 +61,14 @@ class Polynomial(AbstractKernel):
                 f"Polynomial needs a 1-d array of Taylor coefficients, got shape {self.coeffs.shape}"
             )
 
+    def __check_init__(self):
+        # Concrete values only: under jit/vmap the coefficients are tracers (checked when the
+        # concrete call is made). Signs are not checked here: a cross-covariance phihat may
+        # have negative coefficients; `covariance` checks those of an h.
+        vals = _concrete(self.coeffs)
+        if vals is not None and not np.all(np.isfinite(vals)):
+            raise ValueError(f"Polynomial coefficients must be finite, got {vals.tolist()}")
+
     def _horner(self, coeffs: Array, q: ArrayLike) -> Array:
         q = jnp.asarray(q)
         out = jnp.zeros_like(q, dtype=jnp.result_type(q, coeffs))
@@ -554,8 +562,12 @@ def covariance(spec) -> AbstractKernel:
     spec: "relu" -> `ReLU` (closed form), "erf" -> `Erf`, "tanh" -> `Quadrature`,
     "identity" -> Polynomial([0, 1]), a `PRESETS` name or a sequence of Taylor coefficients
     (>= 0 with h(1) > 0, else ValueError) -> `Polynomial`, an activation Module/callable
-    (-> exact Polynomial for a `HermiteActivation`, else `Quadrature`), or a kernel (returned).
+    (-> exact Polynomial for a `HermiteActivation`, else `Quadrature`), or a kernel (returned;
+    a `Polynomial`'s concrete coefficients are checked like a sequence's).
     """
+    if isinstance(spec, Polynomial):
+        _check_h_coeffs(spec.coeffs)  # as an h: >= 0, h(1) > 0 (concrete values)
+        return spec
     if isinstance(spec, AbstractKernel):
         return spec
     if isinstance(spec, str):

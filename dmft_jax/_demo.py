@@ -1,6 +1,6 @@
 """`dmft-jax demo`: the three regimes of train and test error under lazy initialization.
 
-Setting of the paper's Figs. 13-17 (spec sections 8-9): single-index target,
+Setting of the paper's Figs. 13-17 (docs/equations.md sections 8-9): single-index target,
 h = phihat = 0.9 q + q^2/2, tau = 2.5, alpha = 0.3, lazy init gamma0 = 1, for a few widths m.
 The large noise puts gamma0 = 1 below the interpolation threshold, so the three time scales are
 visible: t ~ 1/m (the linear part is learned, train = test), t ~ 1 (the weights move orthogonally
@@ -50,13 +50,14 @@ def plateau(tau: float, gamma0: float = 1.0) -> float:
     return 0.5 * (tau**2 + h1 - dh0**2 / dh0 + gamma0**2 * (h1 - dh0))
 
 
-def plot_regimes(results: dict, path: str, tau: float = 2.5) -> None:
+def regimes_figure(results: dict, tau: float = 2.5):
     """One panel per time scale: errors against t m and t, gamma = a/sqrt(m) against t/m."""
     import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.5), constrained_layout=True)
-    colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(results)))
+
+    from ._plot import new_figure
+    fig, axes = new_figure(1, 3, (15, 4.5))
+    ax = axes[0]
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, len(results)))
     for color, (m, r) in zip(colors, sorted(results.items())):
         t = r["t"]
         for axis, x in ((ax[0], t * m), (ax[1], t)):
@@ -75,14 +76,24 @@ def plot_regimes(results: dict, path: str, tau: float = 2.5) -> None:
     ax[2].legend(fontsize=8)
     fig.suptitle(r"SymmDMFT, lazy init $\gamma_0 = 1$, $h = \hat\varphi = 0.9q + q^2/2$, "
                  rf"$\tau = {tau}$, $\alpha = 0.3$: curves of different m collapse on each scale")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def run_demo(path: str, quick: bool = False) -> dict:
+def plot_regimes(results: dict, path: str, tau: float = 2.5) -> None:
+    """`regimes_figure` written to `path`."""
+    from ._plot import save_figure
+    save_figure(regimes_figure(results, tau), path)
+
+
+def run_demo(path: str, quick: bool = False, save=None) -> dict:
+    """Solve the demo's widths and write the figure to `path` (through `save(figure)` when
+    given: the command line's atomic writer)."""
     start = time.perf_counter()
     results = solve_widths(QUICK if quick else WIDTHS,
                            log=lambda s: print(s, file=sys.stderr, flush=True))
-    plot_regimes(results, path)
+    if save is None:
+        plot_regimes(results, path)
+    else:
+        save(regimes_figure(results))
     print(f"wrote {path} ({time.perf_counter() - start:.0f} s)")
     return results

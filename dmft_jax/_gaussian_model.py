@@ -53,6 +53,7 @@ from jaxtyping import Array
 
 from ._algebra import Symmetric
 from ._covariance import AbstractKernel, Polynomial, Target
+from ._results import diverged_rows
 
 #: Largest number of tensor entries regenerated at once when streaming a degree >= 3.
 _STREAM_BLOCK_ENTRIES = 1 << 22
@@ -405,7 +406,8 @@ class Simulation(eqx.Module):
     **Fields:** `t` (T,) gradient-flow times (step count x lr d / n); `a` (R, T, m); `v` (R, T, m, k)
     = U^T w_j; `C0` (R, T, m, m) = <w_i(t), w_j(0)>; `C` (R, T, m, m) = <w_i(t), w_j(t)>; `e_tr`
     (R, T) = R_n^g (all n samples, also under SGD); `e_ts` (R, T) the population formula;
-    `diverged` (R,) True where a value became non-finite or e_tr grew beyond 1e3 (1 + e_tr(0));
+    `diverged` (R,) True where a value became non-finite or e_tr grew beyond 1e3 (1 + e_tr(0))
+    (`dmft_jax._results.diverged_rows`, the rule shared with the DMFT and the networks);
     `controls` (R, m + 1) zero-mean control variates (`initial_controls`).
     """
 
@@ -580,8 +582,7 @@ def simulate(model: GaussianModel, key, realizations: int, *, lr, steps: int,
     out = _simulate(model, keys, jnp.asarray(lr, dtype), steps, record_every, batch,
                     int(batch_size), int(max_stored_degree), dtype)
     t = np.arange(steps // record_every + 1) * record_every * float(lr_val) * model.d / model.n
-    bad = ~jnp.isfinite(out["e_tr"]) | ~jnp.all(jnp.isfinite(out["a"]), axis=-1)
-    bad |= out["e_tr"] > 1e3 * (1.0 + out["e_tr"][:, :1])
+    bad = jax.vmap(diverged_rows)(out["e_tr"], out["a"])      # the rule of dmft_jax._results
     return Simulation(t=jnp.asarray(t), a=out["a"], v=out["v"], C0=out["C0"], C=out["C"],
                       e_tr=out["e_tr"], e_ts=out["e_ts"], diverged=jnp.any(bad, axis=1),
                       controls=out["controls"])

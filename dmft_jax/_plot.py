@@ -1,22 +1,33 @@
-"""Figures of DMFT solutions (matplotlib, Agg backend; never imported by the solvers)."""
+"""Figures of DMFT solutions and experiments (matplotlib `Figure` objects, no pyplot: no global
+state, no backend switch, safe in the command line's worker thread; never imported by the
+solvers)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+def new_figure(rows: int = 1, cols: int = 1, size: tuple[float, float] = (10, 7)):
+    """(figure, axes array of shape (rows, cols)) with a constrained layout."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def save_figure(fig, path: str, dpi: int = 120) -> None:
+    """Write `fig` to `path` (format from the extension)."""
+    fig.savefig(path, dpi=dpi)
 
 
 def plot_solution(arrays: dict, path: str, title: str = "") -> None:
+    """`solution_figure` written to `path`."""
+    save_figure(solution_figure(arrays, title), path)
+
+
+def solution_figure(arrays: dict, title: str = ""):
     """Four panels: errors, second layer, overlap with the target, correlations."""
-    plt = _pyplot()
     t = arrays["t"]
-    fig, ax = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+    fig, ax = new_figure(2, 2, (10, 7))
     ax[0, 0].plot(t, arrays["e_tr"], label="train $e_{tr}$")
     ax[0, 0].plot(t, arrays["e_ts"], label="test $e_{ts}$")
     ax[0, 0].set(xlabel="t", ylabel="error", title="errors [C.24, C.25]")
@@ -40,5 +51,4 @@ def plot_solution(arrays: dict, path: str, title: str = "") -> None:
     ax[1, 1].legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

@@ -45,12 +45,13 @@ from ._network import (
     population_risk,
     project,
 )
+from ._results import DIVERGENCE_FACTOR
 
 #: The recorded observables, in the order of the module docstring.
 OBSERVABLES = ("a", "gamma", "a_l1", "v", "C_d0", "C_o", "e_tr", "e_ts")
 
-#: A run has diverged when a loss is non-finite or exceeds this factor times (1 + e_tr(0)).
-DIVERGENCE_FACTOR = 1e6
+# A run has diverged when a loss is non-finite or exceeds DIVERGENCE_FACTOR times (1 + e_tr(0)):
+# the one rule of `dmft_jax._results`, shared with the DMFT and the Gaussian-model simulator.
 
 
 def n_samples(alpha, m: int, d: int) -> int:

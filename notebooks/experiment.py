@@ -14,13 +14,13 @@
 # %% [markdown]
 # # Theory and experiment: real two-layer networks next to their DMFT
 #
-# The DMFT of spec sections 4-6 predicts the training dynamics of a width-m network
+# The DMFT of docs/equations.md sections 4-6 predicts the training dynamics of a width-m network
 # f(x) = (1/m) sum_i a_i sigma(<w_i, x>) as n, d -> infinity with n / d fixed. Here we train
 # real networks (`dmft_jax._train`) in the setting of the paper's Fig. 4 and lay them over the
-# symmetric DMFT at the **same m**, with the time map of spec section 1: one step of size lr is
-# dt = lr d / n of gradient-flow time. There is no fitted time factor.
+# symmetric DMFT at the **same m**, with the time map of docs/equations.md section 1: one step
+# of size lr is dt = lr d / n of gradient-flow time. There is no fitted time factor.
 #
-# Setting (spec section 9, Fig. 4): h = phihat = 0.9 q + q^3/6, realized exactly by the
+# Setting (docs/equations.md section 9, Fig. 4): h = phihat = 0.9 q + q^3/6, realized exactly by the
 # activation sigma(x) = sqrt(0.9) x + (x^3 - 3x)/6 with target phi = sigma; tau = 0.3,
 # alpha = n / (m d) = 0.3, a_i(0) = 1.
 #
@@ -29,6 +29,7 @@
 
 # %%
 import os
+from pathlib import Path
 
 import jax
 
@@ -45,6 +46,25 @@ from dmft_jax._sweep import SweepResult, sweep  # noqa: E402
 from dmft_jax._train import n_samples  # noqa: E402
 
 SMOKE = os.environ.get("SMOKE_TEST", "0") not in ("", "0")
+NOTEBOOK = "experiment"
+
+# Figures (and any file this notebook writes) go next to the notebook, or to the folder named
+# by the environment variable DMFT_JAX_FIGURES; nothing is written anywhere else.
+try:
+    _NB_DIR = Path(__file__).resolve().parent
+except NameError:  # inside Jupyter: the working directory
+    _NB_DIR = Path.cwd()
+OUT = Path(os.environ.get("DMFT_JAX_FIGURES") or _NB_DIR)
+OUT.mkdir(parents=True, exist_ok=True)
+
+
+def save(fig, name: str) -> None:
+    """Write `fig` as OUT/{notebook}_{name}.png."""
+    path = OUT / f"{NOTEBOOK}_{name}.png"
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 M = 8 if SMOKE else 16
 D = 50 if SMOKE else 200
 SEEDS = 4 if SMOKE else 10
@@ -83,12 +103,13 @@ for k, name in enumerate(("a", "v", "e_tr", "e_ts")):
                     capsize=2, label=f"{label} ({SEEDS} runs)")
     ax.set(xlabel="t = steps lr d / n", title=name)
 axes[0].legend(fontsize=8)
+save(fig, "fig4")
 plt.show()
 
 # %% [markdown]
 # a(t), v(t) and the test error agree within the run-to-run spread. The train error of the
-# real networks sits *below* the DMFT: the DMFT is exact for the Gaussian model of spec section
-# 3, and real features are not Gaussian. The gap shrinks as m grows (see
+# real networks sits *below* the DMFT: the DMFT is exact for the Gaussian model of
+# docs/equations.md section 3, and real features are not Gaussian. The gap shrinks as m grows (see
 # `benchmarks/gap_study.py` and `benchmarks/results/gap_study.md`).
 
 # %%
@@ -112,8 +133,8 @@ a0s = [0.5, 2.0] if SMOKE else [0.5, 1.0, 2.0]
 lrs = [0.05, 0.1] if SMOKE else [0.05, 0.1, 0.2]
 grid = sweep(prob, m=M, d=D, steps=steps, record_every=every, seeds=SEEDS, a0=a0s, lr=lrs,
              tau=0.3, alpha=0.3, batch=0, projection="sphere")
-grid.save("/tmp/experiment_sweep.npz")
-grid = SweepResult.load("/tmp/experiment_sweep.npz")  # labeled arrays round-trip
+grid.save(OUT / "experiment_sweep.npz")
+grid = SweepResult.load(OUT / "experiment_sweep.npz")  # labeled arrays round-trip
 print({k: v for k, v in grid.axes.items()}, "experiment a:", grid.experiment["a"].shape)
 
 # %%
@@ -130,6 +151,7 @@ for i, a0 in enumerate(a0s):
 axes[0].set(xlabel="t", ylabel="e_ts", title="test error: DMFT (lines) vs GD (symbols)")
 axes[1].set(xlabel="t", ylabel="a(t)", title="second layer")
 axes[0].legend(fontsize=7)
+save(fig, "sweep")
 plt.show()
 
 # %%

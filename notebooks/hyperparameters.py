@@ -57,6 +57,21 @@ from dmft_jax import _observables as obs  # noqa: E402
 from dmft_jax._grid import TimeGrid  # noqa: E402
 
 SMOKE = os.environ.get("SMOKE_TEST", "0") not in ("", "0")
+NOTEBOOK = "hyperparameters"
+
+# Figures (and any file this notebook writes) go next to the notebook, or to the folder named
+# by the environment variable DMFT_JAX_FIGURES; nothing is written anywhere else.
+OUT = Path(os.environ.get("DMFT_JAX_FIGURES") or _HERE)
+OUT.mkdir(parents=True, exist_ok=True)
+
+
+def save(fig, name: str) -> None:
+    """Write `fig` as OUT/{notebook}_{name}.png."""
+    path = OUT / f"{NOTEBOOK}_{name}.png"
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 cfg = dict(hyperopt.SMOKE if SMOKE else hyperopt.FULL)
 grid = TimeGrid(cfg["t_max"] / cfg["steps"], cfg["steps"])
 print("steps", cfg["steps"], "dt", float(grid.dt))
@@ -119,6 +134,7 @@ ax2.plot(t, e, color="C3")
 ax2.axvline(best["T"], ls=":", color="C3")
 ax2.set(xlabel="t", ylabel="e_ts(t)", title=f"a0 = {best['a0']:.3g}")
 fig.tight_layout()
+save(fig, "a0")
 
 # %% [markdown]
 # With this budget smaller initializations generalize better but learn later: the optimum is

@@ -14,11 +14,11 @@
 # %% [markdown]
 # # Time scales of wide two-layer networks: lazy and mean-field regimes
 #
-# The DMFT of a width-m network (spec sections 4-6) simplifies as m -> infinity, differently on
-# each time scale (spec section 7). This notebook follows one **lazy** example
-# (a(0) = gamma0 sqrt(m)) and one **mean-field** example (a(0) = 1) through their regimes and
-# compares the finite-m symmetric DMFT with the reduced theories of `dmft_jax._reduced` and
-# `dmft_jax._meanfield`:
+# The DMFT of a width-m network (docs/equations.md sections 4-6) simplifies as m -> infinity,
+# differently on each time scale (docs/equations.md section 7). This notebook follows one
+# **lazy** example (a(0) = gamma0 sqrt(m)) and one **mean-field** example (a(0) = 1) through
+# their regimes and compares the finite-m symmetric DMFT with the reduced theories of
+# `dmft_jax._reduced` and `dmft_jax._meanfield`:
 #
 # | regime | time | reduced theory |
 # |---|---|---|
@@ -32,6 +32,7 @@
 
 # %%
 import os
+from pathlib import Path
 
 import jax
 
@@ -55,6 +56,25 @@ from dmft_jax._reduced import lz1, lz2_model, mf1, mf2_model, tau_prime  # noqa:
 from dmft_jax._threshold import kindex_threshold, threshold  # noqa: E402
 
 SMOKE = os.environ.get("SMOKE_TEST", "0") not in ("", "0")
+NOTEBOOK = "regimes"
+
+# Figures (and any file this notebook writes) go next to the notebook, or to the folder named
+# by the environment variable DMFT_JAX_FIGURES; nothing is written anywhere else.
+try:
+    _NB_DIR = Path(__file__).resolve().parent
+except NameError:  # inside Jupyter: the working directory
+    _NB_DIR = Path.cwd()
+OUT = Path(os.environ.get("DMFT_JAX_FIGURES") or _NB_DIR)
+OUT.mkdir(parents=True, exist_ok=True)
+
+
+def save(fig, name: str) -> None:
+    """Write `fig` as OUT/{notebook}_{name}.png."""
+    path = OUT / f"{NOTEBOOK}_{name}.png"
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 N = 100 if SMOKE else 200
 WIDTHS = (16, 64) if SMOKE else (16, 64, 256)
 
@@ -94,13 +114,14 @@ ax[1].plot(ref1.t, ref1.v[:, 0], "k--", label="lz1")
 ax[0].set(xlabel="t m", ylabel="error (dotted: test)")
 ax[1].set(xlabel="t m", ylabel="sqrt(m) v")
 ax[0].legend(fontsize=7), ax[1].legend(fontsize=7)
+save(fig, "lz1")
 plt.show()
 
 # %% [markdown]
 # ### lz2: t ~ 1
 # The weights now move orthogonally to U: the train error falls, the test error stays at the
 # plateau. The target acts as extra noise tau' [F.73]. The explicit scheme needs
-# dt < 1 / (alpha m gamma0^2 h'(1)) (spec section 6), so larger m costs more steps.
+# dt < 1 / (alpha m gamma0^2 h'(1)) (docs/equations.md section 6), so larger m costs more steps.
 
 # %%
 T2 = 4.0
@@ -120,15 +141,17 @@ ax.semilogy(ref2.t, ref2.e_tr, "k--", label="lz2 train")
 ax.semilogy(ref2.t, ref2.e_ts, "k:", label="lz2 test [2.7]")
 ax.set(xlabel="t", ylabel="error")
 ax.legend(fontsize=7)
+save(fig, "lz2")
 plt.show()
 
 # %% [markdown]
 # ### Does lz2 interpolate? The threshold gamma*_GF
 # lz2 fits the data (e_tr -> 0) when gamma0 exceeds gamma*_GF(alpha, phi, tau) =
 # tau' gamma*_GF(alpha) [F.74], where gamma*_GF(alpha) is the pure-noise, tau = 1 threshold.
-# A short relaxation-time scan (spec section 7) estimates it: t_rel = inf{t : e_tr < 1e-7 tau^2}
-# diverges as gamma0 approaches the threshold from above. (Short scans far from the threshold
-# overestimate it; see benchmarks/results/reduced.md for longer runs.)
+# A short relaxation-time scan (docs/equations.md section 7) estimates it:
+# t_rel = inf{t : e_tr < 1e-7 tau^2} diverges as gamma0 approaches the threshold from above.
+# (Short scans far from the threshold overestimate it; see benchmarks/results/reduced.md for
+# longer runs.)
 
 # %%
 values = [1.2, 1.4, 1.6, 1.8] if SMOKE else [0.9, 1.0, 1.1, 1.2, 1.4, 1.6]
@@ -166,6 +189,7 @@ ax[1].plot(ode.t, ode.e_ts, "k--", label="ODE")
 ax[1].axhline(0.5 * 0.3**2, color="gray", lw=0.8)
 ax[0].set(xlabel="t"), ax[1].set(xlabel="t", ylabel="test error")
 ax[0].legend(fontsize=7), ax[1].legend(fontsize=7)
+save(fig, "threshold")
 plt.show()
 
 # %% [markdown]
@@ -192,6 +216,7 @@ ax[0].plot(ref_mf1.t, np.diagonal(np.asarray(ref_mf1.C_o)), "k--", label="mf1")
 ax[1].plot(ref_mf2.t, ref_mf2.a, "k--", label="mf2")
 ax[0].set(xlabel="t", ylabel="m C_o(t, t)"), ax[1].set(xlabel="t / sqrt(m)", ylabel="a")
 ax[0].legend(fontsize=7), ax[1].legend(fontsize=7)
+save(fig, "mean_field")
 plt.show()
 
 # %% [markdown]

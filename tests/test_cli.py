@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import chex
 import numpy as np
 import pytest
 
@@ -52,9 +53,9 @@ def test_solve_out_matches_independent_implementation(name, tmp_path):
     got, want = np.load(out), reference(case)
     for key in ("t", "a", "v", "e_tr", "e_ts", "C_d", "C_o", "R_d", "R_o", "nu"):
         x, y = np.asarray(got[key]), np.asarray(want[key]).reshape(np.shape(got[key]))
-        scale = max(np.max(np.abs(y)), 1e-300)
-        assert np.max(np.abs(x - y)) <= 1e-8 * scale, (key, np.max(np.abs(x - y)) / scale)
-    assert got["v"].shape == (case["steps"] + 1, 1)
+        scale = max(np.max(np.abs(y)), 1e-300)  # relative to the array's largest entry
+        chex.assert_trees_all_close(x, y, rtol=0.0, atol=1e-8 * scale, custom_message=key)
+    chex.assert_shape(got["v"], (case["steps"] + 1, 1))
 
 
 def test_json_summary(capsys):
@@ -113,9 +114,9 @@ def test_general_init_writes_documented_layout(tmp_path):
     np.savez(init, a=np.array([1.0, -0.5, 0.7]), C=C, v=np.array([[0.1], [0.0], [0.2]]))
     assert main(["solve", "--init", str(init), "--steps", "20", "--out", str(out)]) == 0
     got = np.load(out)
-    assert got["a"].shape == (21, 3) and got["v"].shape == (21, 3, 1)
-    assert got["C"].shape == (21, 21, 3, 3) and got["R"].shape == (21, 21, 3, 3)
-    np.testing.assert_allclose(got["C"][0, 0], C)
+    chex.assert_shape([got["a"], got["v"]], [(21, 3), (21, 3, 1)])
+    chex.assert_shape([got["C"], got["R"]], (21, 21, 3, 3))
+    chex.assert_trees_all_close(got["C"][0, 0], C)
 
 
 def test_module_entry_point_runs():

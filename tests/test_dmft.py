@@ -1,6 +1,6 @@
 """The symmetric DMFT solver: identities, closed forms, limits, convergence, batching.
 
-Equation labels refer to ../shared/spec/dmft.md.
+Equation labels refer to docs/equations.md.
 """
 
 import equinox as eqx

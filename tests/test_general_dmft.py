@@ -3,7 +3,7 @@
 Checks: it reduces to SymmDMFT (section 5) on a symmetric initialization; neuron permutations
 commute with the solve; m = 1 matches direct computations (the symmetric solver and the
 independent NumPy reference); the CLI rejects a bad --init Gram matrix in one line.
-Equation labels refer to /work/shared/spec/dmft.md.
+Equation labels refer to docs/equations.md.
 """
 
 import jax

@@ -1,6 +1,6 @@
 """Checks of the independent NumPy DMFT reference (benchmarks/numpy_reference.py).
 
-Equation labels refer to /work/shared/spec/dmft.md.  No timing is asserted here;
+Equation labels refer to docs/equations.md.  No timing is asserted here;
 ``python benchmarks/numpy_reference.py`` prints timings.
 """
 

@@ -1,0 +1,145 @@
+"""`dmft-jax solve` (one DMFT solve, its arrays, a figure, a summary) and `dmft-jax demo`."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from ._cli_args import Command, SolveError, check_memory, solve_bytes
+from ._cli_io import FIGURE, add_output_arguments, diverged, divergence_line
+from ._cli_physics import (
+    add_grid_arguments,
+    add_physics_arguments,
+    general_width,
+    grid_from_args,
+    model_from_args,
+    smaller_dt,
+)
+
+
+def solve_sizes(args, model) -> str:
+    """The flags that set a solve's memory, for the preflight's message."""
+    parts = [f"--steps {args.steps}"]
+    m = general_width(model)
+    if m is not None:
+        parts.append(f"--init with m = {m}")
+    if model.k > 1:
+        parts.append(f"k = {model.k}")
+    return ", ".join(parts)
+
+
+def check_solve_memory(args, model, copies: float = 1.0) -> None:
+    """Refuse a solve (times `copies`, e.g. ~3 for its gradient) beyond the available memory."""
+    check_memory(copies * solve_bytes(args.steps, general_width(model), model.k),
+                 solve_sizes(args, model))
+
+
+def timed_solve(model, grid, progress: bool):
+    """Compile, then run, the solve; returns (solution, compile seconds, run seconds)."""
+    import equinox as eqx
+    import jax
+
+    from ._integrate import integrate
+    params, static = eqx.partition((model, grid), eqx.is_array)
+
+    def run(p):
+        mod, grd = eqx.combine(p, static)
+        return integrate(mod, grd, progress=progress, throw=False)
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(run).lower(params).compile()
+    t1 = time.perf_counter()
+    sol = jax.block_until_ready(compiled(params))
+    return sol, t1 - t0, time.perf_counter() - t1
+
+
+def divergence_error(sol, model, grid) -> str:
+    """The one-line message of a diverged solve: when, why, and a step to try."""
+    t_bad = float(sol.divergence_time)
+    dt = float(grid.dt)
+    hint = (f"at t = {t_bad:.4g} (non-finite values or |C| > 1): the step --dt {dt:g} is too "
+            "large for explicit Euler (stability needs dt < ~1/(alpha a^2 h'(1)), "
+            f"docs/equations.md section 6); try --dt {smaller_dt(model, dt):.3g}")
+    return divergence_line("the solve", 1, 1, hint)
+
+
+def solution_arrays(sol, model) -> dict[str, np.ndarray]:
+    """The arrays written by `solve --out` (documented in the README)."""
+    # Euler's R_A carries the delta as 1/dt on its diagonal (the matrix form [D.5]).
+    size = np.shape(sol.t)[0]
+    r_a = np.asarray(sol.R_A) + np.eye(size) / float(sol.t[1] - sol.t[0])
+    out = dict(t=sol.t, a=sol.a, v=sol.v, nu=sol.nu, rho=sol.rho, e_tr=sol.e_tr, e_ts=sol.e_ts,
+               gamma=sol.gamma, C_A=sol.C_A, R_A=r_a)
+    if general_width(model) is None:
+        out.update(C_d=sol.C_d, C_o=sol.C_o, R_d=sol.R_d, R_o=sol.R_o)
+    else:
+        out.update(C=np.moveaxis(np.asarray(sol.C), (0, 1), (2, 3)),
+                   R=np.moveaxis(np.asarray(sol.R), (0, 1), (2, 3)))
+    return {key: np.asarray(val) for key, val in out.items()}
+
+
+def _add_solve(p):
+    add_physics_arguments(p)
+    add_grid_arguments(p)
+    add_output_arguments(p, plot=True)
+    p.add_argument("--progress", action="store_true", default=None,
+                   help="progress lines on stderr, from compilation on (default: on for >= "
+                        "1000 steps)")
+
+
+def _run_solve(args, out) -> int:
+    model = model_from_args(args)
+    grid = grid_from_args(args)
+    check_solve_memory(args, model)
+    progress = args.progress if args.progress is not None else grid.steps >= 1000
+    if progress:  # compilation takes seconds to minutes at large N: say what is happening
+        print(f"dmft-jax solve: compiling the solver ({grid.steps} steps)", file=sys.stderr,
+              flush=True)
+    sol, t_compile, t_run = timed_solve(model, grid, progress)
+    summary = dict(steps=grid.steps, dt=float(grid.dt), m=model.m, k=model.k,
+                   wall_time_s=round(t_run, 4), compile_time_s=round(t_compile, 4))
+    if diverged(sol):
+        out.error_json(dict(summary, diverged=True, divergence_time=float(sol.divergence_time)))
+        raise SolveError(divergence_error(sol, model, grid))
+    arrays = solution_arrays(sol, model)
+    out.write_npz(dict(arrays, params=np.asarray(out.params())))
+    if out.path("plot"):
+        from ._plot import solution_figure
+        out.write_figure(solution_figure(arrays, title=_title(args)), "plot")
+    summary = dict(e_tr=float(arrays["e_tr"][-1]), e_ts=float(arrays["e_ts"][-1]),
+                   a=_final(arrays["a"]), t=float(arrays["t"][-1]), diverged=False, **summary)
+    out.report(summary, f"t = {summary['t']:g}: e_tr = {summary['e_tr']:.6g}, "
+                        f"e_ts = {summary['e_ts']:.6g} (compile {t_compile:.2f} s, "
+                        f"solve {t_run:.2f} s)")
+    return 0
+
+
+def _final(a):
+    a = np.asarray(a)
+    return float(a[-1]) if a.ndim == 1 else [float(x) for x in a[-1]]
+
+
+def _title(args) -> str:
+    scale = f"gamma0={args.gamma0}" if args.gamma0 is not None else f"a0={args.a0 or 1.0}"
+    return f"m={args.m}, alpha={args.alpha}, tau={args.tau}, {scale}"
+
+
+# -------------------------------------------------------------------------------------- demo
+def _add_demo(p):
+    add_output_arguments(p, out=FIGURE, out_default="demo.png", json_summary=False,
+                         out_help="figure to write (default demo.png; png, pdf, svg, ...)")
+    p.add_argument("--quick", action="store_true", help="smaller widths (a few seconds)")
+
+
+def _run_demo(args, out) -> int:
+    from ._demo import run_demo
+    run_demo(args.out, quick=args.quick, save=lambda fig: out.write_figure(fig, "out"))
+    return 0
+
+
+SOLVE = Command("solve", "solve the DMFT (symmetric, or general with --init)",
+                _add_solve, _run_solve)
+DEMO = Command("demo", "the three regimes of train/test error for a few widths (writes a figure)",
+               _add_demo, _run_demo)
