@@ -53,6 +53,7 @@ name           derivative with respect to
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 
@@ -64,8 +65,18 @@ import numpy as np
 
 from ._covariance import Polynomial
 from ._grid import TimeGrid
-from ._integrate import AbstractModel, _fixed, chunk_bounds
-from ._stepper import AbstractStepper, Euler
+from ._integrate import (
+    AbstractModel,
+    Adaptive,
+    _fixed,
+    _pad_records,
+    adaptive_finish,
+    adaptive_init,
+    adaptive_advance,
+    chunk_bounds,
+)
+from ._results import RESULTS
+from ._stepper import AbstractStepper, Euler, Trapezoid
 
 MODES = ("forward", "reverse")
 
@@ -203,17 +214,68 @@ def adjoint_final_state(model: AbstractModel, grid: TimeGrid, stepper: AbstractS
     return run(params)
 
 
-def differentiable_solve(model: AbstractModel, grid: TimeGrid, mode: str = "reverse",
-                         chunks: int | None = None, stepper: AbstractStepper = Euler()):
-    """The solution of `model` on the fixed grid `grid`, differentiable in `mode`.
+def differentiable_solve(model: AbstractModel, times, mode: str = "reverse",
+                         chunks: int | None = None, stepper: AbstractStepper | None = None):
+    """The solution of `model` on `times`, differentiable in `mode`.
 
-    `mode="reverse"`: built on `adjoint_final_state` (O(N^2)-memory `jax.grad`/`vjp`, no JVP);
-    `mode="forward"`: the plain loop (for `jax.jvp`/`jacfwd`; O(N^3) memory under grad).
+    Fixed grid (`TimeGrid`, default stepper `Euler()`): `mode="reverse"` is built on
+    `adjoint_final_state` (O(N^2)-memory `jax.grad`/`vjp`, no JVP); `mode="forward"` is the
+    plain loop (for `jax.jvp`/`jacfwd`; O(N^3) memory under grad).
+
+    Adaptive (`Adaptive`, default stepper `Trapezoid()`): the step sizes are the controller's
+    decisions and are not differentiated (as in diffrax). Forward mode differentiates the
+    adaptive loop itself (with its bounded history). Reverse mode solves adaptively once,
+    without gradients, then replays the accepted steps as a fixed grid of `max_steps + 1`
+    times (padded with empty steps) through the O(N^2)-memory adjoint: the same discrete
+    solution as long as the history was never decimated (`history > accepted steps`),
+    which is checked (a decimated solve raises; use forward mode there).
     """
     _check_mode(mode)
+    if isinstance(times, Adaptive):
+        stepper = Trapezoid() if stepper is None else stepper
+        if mode == "forward":
+            carry = adaptive_advance(model, times, stepper, adaptive_init(model, times, stepper))
+            return adaptive_finish(model, times, stepper, carry)
+        return _replayed(model, times, stepper, 1 if chunks is None else chunks)
+    stepper = Euler() if stepper is None else stepper
     if mode == "forward":
-        return model.solution(final_state(model, grid, stepper, chunks), grid.ts)
-    return model.solution(adjoint_final_state(model, grid, stepper, chunks), grid.ts)
+        return model.solution(final_state(model, times, stepper, chunks), times.ts)
+    return model.solution(adjoint_final_state(model, times, stepper, chunks), times.ts)
+
+
+def _replayed(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper, chunks):
+    """Reverse mode through an adaptive solve: the accepted steps replayed on a fixed grid."""
+    frozen = jax.lax.stop_gradient
+    carry = adaptive_advance(model, ctrl, stepper, adaptive_init(model, ctrl, stepper))
+    count = carry.accepted
+    t = frozen(carry.records["t"].at[count].set(carry.ts[carry.n]))
+    idx = jnp.arange(t.shape[0])
+    ts = jnp.where(idx <= count, t, t[count])               # empty steps after the end
+    # A fixed grid on these times (repeated times are empty steps: not a valid TimeGrid for
+    # users, fine for the loop, which only reads differences).
+    grid = eqx.tree_at(lambda g: g.ts, TimeGrid(1.0, ts.shape[0] - 1), ts)
+    state = adjoint_final_state(model, grid, stepper, chunks)
+    sol = _pad_solution(model.solution(state, ts), count)
+    result = RESULTS.where((carry.result == RESULTS.successful) & (carry.decimations > 0),
+                           RESULTS.history_decimated, carry.result)
+    stats = dict(accepted=count, rejected=carry.rejected, stored=count + 1,
+                 decimations=carry.decimations, decimation_error=carry.decimation_error)
+    sol = eqx.tree_at(lambda s: (s.result, s.stats), sol, (result, stats),
+                      is_leaf=lambda x: x is None)
+    return result.error_if(sol, result != RESULTS.successful)
+
+
+def _pad_solution(sol, count):
+    """A replayed solution's one-time series with t = +inf past step `count` (like an
+    adaptive solve's records)."""
+    names = [f.name for f in dataclasses.fields(sol)
+             if f.name not in ("t_stored", "algebra", "result", "stats")]
+    one_time = {name: getattr(sol, name) for name in names
+                if jnp.ndim(getattr(sol, name)) >= 1
+                and jnp.shape(getattr(sol, name))[0] == sol.t.shape[0]
+                and name not in ("C", "R", "C_A", "R_A", "C_d", "C_o", "R_d", "R_o")}
+    padded = _pad_records(one_time, count)
+    return eqx.tree_at(lambda s: [getattr(s, k) for k in padded], sol, list(padded.values()))
 
 
 # ------------------------------------------------------------------------------ parameters
@@ -315,9 +377,12 @@ def _split(name: str):
 
 def zero_perturbations(model, grid, wrt: Sequence[str]) -> dict:
     """Zero perturbation arrays, one per name in `wrt`, shaped like the parameter."""
-    dtype = jnp.result_type(float, model.tau, grid.dt)
+    dtype = jnp.result_type(float, model.tau)
     out = {}
     for name in parse_wrt(wrt):
+        if name == "dt" and not isinstance(grid, TimeGrid):
+            raise ValueError("dt is a parameter of fixed grids only: an adaptive solve "
+                             "chooses its steps")
         base, p = _split(name)
         out[name] = jnp.zeros(_shape_of(model, grid, base, p), dtype)
     return out
@@ -356,7 +421,7 @@ def parameter_values(model, grid, wrt: Sequence[str]) -> dict:
 
 # ----------------------------------------------------------------------------- entry points
 def objective(observable: Callable, model, grid, wrt, mode: str = "reverse",
-              chunks: int | None = None) -> tuple[Callable, dict]:
+              chunks: int | None = None, stepper=None) -> tuple[Callable, dict]:
     """`(f, zeros)`: f(deltas) = observable(solution with the named parameters moved by
     deltas), differentiable in `mode`, and the zero perturbations (f(zeros) is the base value).
 
@@ -367,7 +432,7 @@ def objective(observable: Callable, model, grid, wrt, mode: str = "reverse",
 
     def f(deltas):
         mod, grd = perturbed(model, grid, deltas)
-        return observable(differentiable_solve(mod, grd, mode, chunks))
+        return observable(differentiable_solve(mod, grd, mode, chunks, stepper))
 
     return f, zeros
 
@@ -380,28 +445,28 @@ def _with_value(f):
 
 
 @eqx.filter_jit
-def value_and_jvp(observable: Callable, model, grid: TimeGrid, wrt, tangent: dict,
-                  chunks: int | None = None):
+def value_and_jvp(observable: Callable, model, grid, wrt, tangent: dict,
+                  chunks: int | None = None, stepper=None):
     """The observable and its directional derivative along `tangent` (forward mode).
 
     `tangent` maps each name of `wrt` to an array shaped like the parameter (e.g. the
     `zero_perturbations` with one entry set to 1). O(N^2) memory (about 2.4x a solve's
     temporaries). The observable may be array-valued.
     """
-    f, zeros = objective(observable, model, grid, wrt, "forward", chunks)
+    f, zeros = objective(observable, model, grid, wrt, "forward", chunks, stepper)
     return jax.jvp(f, (zeros,), (tangent,))
 
 
 @eqx.filter_jit
-def _reverse(observable, model, grid, wrt, chunks, jacobian):
-    f, zeros = objective(observable, model, grid, wrt, "reverse", chunks)
+def _reverse(observable, model, grid, wrt, chunks, jacobian, stepper=None):
+    f, zeros = objective(observable, model, grid, wrt, "reverse", chunks, stepper)
     if jacobian:
         jac, value = jax.jacrev(_with_value(f), has_aux=True)(zeros)
         return value, jac
     return jax.value_and_grad(f)(zeros)
 
 
-def _forward(observable, model, grid, wrt, chunks):
+def _forward(observable, model, grid, wrt, chunks, stepper=None):
     """(value, {name: d value / d name}) by one `value_and_jvp` per parameter entry.
 
     The tangents run one after another through a single compiled program: a `vmap` over
@@ -414,27 +479,29 @@ def _forward(observable, model, grid, wrt, chunks):
         for idx in np.ndindex(zero.shape):
             tangent = dict(zeros)
             tangent[name] = zero.at[idx].set(1.0)
-            value, d = value_and_jvp(observable, model, grid, wrt, tangent, chunks)
+            value, d = value_and_jvp(observable, model, grid, wrt, tangent, chunks, stepper)
             columns.append(d)
         stacked = jnp.stack(columns, axis=-1)
         out[name] = stacked.reshape(stacked.shape[:-1] + zero.shape)
     return value, out
 
 
-def value_and_grad(observable: Callable, model, grid: TimeGrid, wrt="a0",
-                   mode: str = "reverse", chunks: int | None = None):
+def value_and_grad(observable: Callable, model, grid, wrt="a0",
+                   mode: str = "reverse", chunks: int | None = None, stepper=None):
     """Value and gradient of a scalar observable of the DMFT solution.
 
     **Arguments:**
 
     - `observable`: Solution -> scalar (e.g. `dmft_jax._observables.e_ts`, or
       `jax.tree_util.Partial(e_ts, time=T)`).
-    - `model`, `grid`: the DMFT (symmetric or general) and its time grid.
+    - `model`, `grid`: the DMFT (symmetric or general) and its times: a `TimeGrid`, or an
+      `Adaptive` controller (step sizes not differentiated; see `differentiable_solve`).
     - `wrt`: parameter names, "a0,tau" or a tuple (table in the module docstring).
     - `mode`: "reverse" (adjoint loop, one pass whatever the number of parameters) or
       "forward" (one `value_and_jvp` pass per scalar parameter entry); both O(N^2) memory
       (temporaries ~2.8x and ~2.4x a solve's). Reverse pays off from ~3 parameters on.
     - `chunks`: causal chunking of the loop (as `integrate`).
+    - `stepper`: default `Euler()` on a grid, `Trapezoid()` adaptively.
 
     **Returns:** `(value, grads)` with grads[name] shaped like the parameter.
 
@@ -445,12 +512,12 @@ def value_and_grad(observable: Callable, model, grid: TimeGrid, wrt="a0",
     names = parse_wrt(wrt)
     _check_mode(mode)
     if mode == "reverse":
-        return _reverse(observable, model, grid, names, chunks, False)
-    return _forward(observable, model, grid, names, chunks)
+        return _reverse(observable, model, grid, names, chunks, False, stepper)
+    return _forward(observable, model, grid, names, chunks, stepper)
 
 
-def jacobian(observable: Callable, model, grid: TimeGrid, wrt="a0", mode: str = "forward",
-             chunks: int | None = None):
+def jacobian(observable: Callable, model, grid, wrt="a0", mode: str = "forward",
+             chunks: int | None = None, stepper=None):
     """Value and Jacobian of an array-valued observable (arguments as `value_and_grad`).
 
     **Returns:** `(value, jac)` with jac[name] of shape value.shape + parameter shape. Reverse
@@ -460,18 +527,18 @@ def jacobian(observable: Callable, model, grid: TimeGrid, wrt="a0", mode: str = 
     names = parse_wrt(wrt)
     _check_mode(mode)
     if mode == "reverse":
-        return _reverse(observable, model, grid, names, chunks, True)
-    return _forward(observable, model, grid, names, chunks)
+        return _reverse(observable, model, grid, names, chunks, True, stepper)
+    return _forward(observable, model, grid, names, chunks, stepper)
 
 
-def lower(observable: Callable, model, grid: TimeGrid, wrt="a0", mode: str = "reverse",
-          chunks: int | None = None, jacobian: bool = False):
+def lower(observable: Callable, model, grid, wrt="a0", mode: str = "reverse",
+          chunks: int | None = None, jacobian: bool = False, stepper=None):
     """The lowered program behind `value_and_grad` / `jacobian` (`.compile()` it to inspect
     `memory_analysis()` or time compilation apart; calling the function afterwards reuses
     the compilation). Forward mode: the single-tangent `value_and_jvp` program."""
     names = parse_wrt(wrt)
     _check_mode(mode)
     if mode == "reverse":
-        return _reverse.lower(observable, model, grid, names, chunks, jacobian)
+        return _reverse.lower(observable, model, grid, names, chunks, jacobian, stepper)
     tangent = zero_perturbations(model, grid, names)
-    return value_and_jvp.lower(observable, model, grid, names, tangent, chunks)
+    return value_and_jvp.lower(observable, model, grid, names, tangent, chunks, stepper)

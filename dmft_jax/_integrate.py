@@ -356,15 +356,16 @@ class _Carry(eqx.Module):
     result: Any
 
 
-def _adaptive(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper, progress, label):
+def _check_adaptive(stepper: AbstractStepper) -> None:
     if stepper.error_order() is None:
         raise ValueError(f"{type(stepper).__name__} has no error estimate: adaptive stepping "
                          "needs a stepper such as Trapezoid()")
-    size, steps = ctrl.history, ctrl.max_steps
-    exponent = -1.0 / (stepper.error_order() + 1.0)
-    report = _Progress(label) if progress else None
-    t_max = jax.lax.stop_gradient(ctrl.t_max)
 
+
+def adaptive_init(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper) -> _Carry:
+    """The state of an adaptive solve before its first step (see `adaptive_advance`)."""
+    _check_adaptive(stepper)
+    size, steps = ctrl.history, ctrl.max_steps
     state = model.init(size)
     dtype = jnp.result_type(*[x.dtype for x in jtu.tree_leaves(state)])
     ts = jnp.zeros((size,), dtype)
@@ -372,13 +373,33 @@ def _adaptive(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper, pr
     rec0 = dict(model.records(0, probe), t=jnp.zeros((), dtype))
     records = jtu.tree_map(lambda x: jnp.zeros((steps + 1,) + jnp.shape(x), dtype), rec0)
     ok_input = model.valid() & ctrl.valid()
-    init = _Carry(state=state, ts=ts, n=jnp.asarray(0), h=jnp.asarray(ctrl.dt0, dtype),
+    return _Carry(state=state, ts=ts, n=jnp.asarray(0), h=jnp.asarray(ctrl.dt0, dtype),
                   records=records, accepted=jnp.asarray(0), rejected=jnp.asarray(0),
                   decimations=jnp.asarray(0), decimation_error=jnp.zeros((), dtype),
                   result=RESULTS.where(ok_input, RESULTS.successful, RESULTS.invalid_input))
 
+
+def adaptive_done(ctrl: Adaptive, carry: _Carry) -> Array:
+    """True once the solve reached t_max or stopped with a failure."""
+    t_max = jax.lax.stop_gradient(ctrl.t_max)
+    return (carry.ts[carry.n] >= t_max) | (carry.result != RESULTS.successful)
+
+
+def adaptive_advance(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper,
+                     carry: _Carry, attempts: int | None = None, progress: bool = False,
+                     label: str = "dmft") -> _Carry:
+    """Run the adaptive loop from `carry` for at most `attempts` attempted steps (None: until
+    t_max or a failure). Running it in segments gives the same result as one call: the
+    segments only decide where the loop pauses, never the steps."""
+    size, steps = ctrl.history, ctrl.max_steps
+    exponent = -1.0 / (stepper.error_order() + 1.0)
+    report = _Progress(label) if progress else None
+    t_max = jax.lax.stop_gradient(ctrl.t_max)
+    stop = None if attempts is None else carry.accepted + carry.rejected + attempts
+
     def cond(c: _Carry):
-        return (c.ts[c.n] < t_max) & (c.result == RESULTS.successful)
+        more = ~adaptive_done(ctrl, c)
+        return more if stop is None else more & (c.accepted + c.rejected < stop)
 
     def decimate(c: _Carry) -> _Carry:
         keep, error = ctrl.decimation(model, c.state, c.ts)
@@ -426,12 +447,29 @@ def _adaptive(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper, pr
                       decimations=c.decimations, decimation_error=c.decimation_error,
                       result=result)
 
-    final = jax.lax.while_loop(cond, body, init)
-    state, _ = model.row(final.n, final.state, stepper.quadrature.weights(final.ts, final.n))
-    rec = dict(model.records(final.n, state), t=final.ts[final.n])
-    records = jtu.tree_map(lambda buf, x: buf.at[final.accepted].set(x), final.records, rec)
-    records = _pad_records(records, final.accepted)
-    return eqx.tree_at(lambda x: x.records, final, records), state
+    return jax.lax.while_loop(cond, body, carry)
+
+
+def adaptive_finish(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper,
+                    carry: _Carry, throw: bool = True):
+    """The solution of a finished (or stopped) adaptive solve: the auxiliaries of the last
+    row, the records padded past the last accepted step, `result` and `stats`."""
+    state, _ = model.row(carry.n, carry.state, stepper.quadrature.weights(carry.ts, carry.n))
+    rec = dict(model.records(carry.n, state), t=carry.ts[carry.n])
+    records = jtu.tree_map(lambda buf, x: buf.at[carry.accepted].set(x), carry.records, rec)
+    records = _pad_records(records, carry.accepted)
+    sol = model.solution(state, carry.ts, records)
+    stats = dict(accepted=carry.accepted, rejected=carry.rejected, stored=carry.n + 1,
+                 decimations=carry.decimations, decimation_error=carry.decimation_error)
+    return _finish(sol, carry.result, stats, throw)
+
+
+def _finish(sol, result, stats, throw: bool):
+    sol = eqx.tree_at(lambda s: (s.result, s.stats), sol, (result, stats),
+                      is_leaf=lambda x: x is None)
+    if throw:
+        sol = result.error_if(sol, result != RESULTS.successful)
+    return sol
 
 
 def _pad_records(records: dict, last) -> dict:
@@ -482,19 +520,13 @@ def integrate(model: AbstractModel, times, stepper: AbstractStepper | None = Non
                      decimation_error=jnp.zeros(()))
     elif isinstance(times, Adaptive):
         stepper = Trapezoid() if stepper is None else stepper
-        final, state = _adaptive(model, times, stepper, progress, label)
-        sol = model.solution(state, final.ts, final.records)
-        result = final.result
-        stats = dict(accepted=final.accepted, rejected=final.rejected, stored=final.n + 1,
-                     decimations=final.decimations, decimation_error=final.decimation_error)
+        carry = adaptive_init(model, times, stepper)
+        carry = adaptive_advance(model, times, stepper, carry, progress=progress, label=label)
+        return adaptive_finish(model, times, stepper, carry, throw)
     else:
         raise ValueError(f"times must be a TimeGrid or an Adaptive controller, got "
                          f"{type(times).__name__}")
-    sol = eqx.tree_at(lambda s: (s.result, s.stats), sol, (result, stats),
-                      is_leaf=lambda x: x is None)
-    if throw:
-        sol = result.error_if(sol, result != RESULTS.successful)
-    return sol
+    return _finish(sol, result, stats, throw)
 
 
 @eqx.filter_jit

@@ -34,6 +34,9 @@ class RESULTS(eqx.Enumeration):
     step_too_small = ("the adaptive step fell below dt_min: the problem is too stiff or "
                       "diverging at this tolerance")
     not_converged = "a fixed-point iteration did not converge within its iteration limit"
+    history_decimated = ("reverse mode through an adaptive solve replays its accepted steps, "
+                         "which needs the whole history: raise `history` above the number of "
+                         "steps, or use forward mode")
     invalid_input = ("invalid parameter values (e.g. a negative alpha, tau or step, or a "
                      "non-increasing time grid) were passed inside jit/vmap")
 
