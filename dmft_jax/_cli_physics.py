@@ -87,12 +87,15 @@ def add_physics_arguments(p: argparse.ArgumentParser, *, init: bool = True) -> N
                         help="general DMFT from arrays a (m,), C (m, m), optional v (m, k)")
 
 
-def add_grid_arguments(p: argparse.ArgumentParser, dt: float = 0.05, steps: int = 200) -> None:
-    """--dt and --steps of a DMFT time grid."""
+def add_grid_arguments(p: argparse.ArgumentParser, dt: float | None = 0.05,
+                       steps: int | None = 200) -> None:
+    """--dt and --steps of a DMFT time grid (defaults None: set by the command, e.g. `solve`
+    fills in 0.05 and 200 unless it solves adaptively)."""
     g = p.add_argument_group("time grid (docs/equations.md section 6)")
-    g.add_argument("--dt", type=POSITIVE, default=dt, help=f"time step (default {dt})")
+    g.add_argument("--dt", type=POSITIVE, default=dt,
+                   help=f"time step (default {0.05 if dt is None else dt})")
     g.add_argument("--steps", type=COUNT, default=steps,
-                   help=f"number of steps N (default {steps})")
+                   help=f"number of steps N (default {200 if steps is None else steps})")
 
 
 # -------------------------------------------------------------------------------- the model

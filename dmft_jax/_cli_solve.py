@@ -7,8 +7,9 @@ import time
 
 import numpy as np
 
+from . import _cli_adaptive as adaptive
 from ._cli_args import Command, SolveError, check_memory, solve_bytes
-from ._cli_io import FIGURE, add_output_arguments, diverged, divergence_line
+from ._cli_io import DATA, FIGURE, add_output_arguments, diverged, divergence_line
 from ._cli_physics import (
     add_grid_arguments,
     add_physics_arguments,
@@ -32,11 +33,19 @@ def solve_sizes(args, model) -> str:
 
 def check_solve_memory(args, model, copies: float = 1.0) -> None:
     """Refuse a solve (times `copies`, e.g. ~3 for its gradient) beyond the available memory."""
+    if getattr(args, "t_max", None) is not None:
+        m = general_width(model)
+        pair, vec = (2.0, 1.0) if m is None else (float(m) ** 2, float(m))
+        check_memory(copies * adaptive.adaptive_bytes(args.history, args.max_steps, pair, vec,
+                                                      model.k),
+                     f"--history {args.history}, --max-steps {args.max_steps}"
+                     + (f", --init with m = {m}" if m is not None else ""))
+        return
     check_memory(copies * solve_bytes(args.steps, general_width(model), model.k),
                  solve_sizes(args, model))
 
 
-def timed_solve(model, grid, progress: bool):
+def timed_solve(model, grid, progress: bool, stepper=None):
     """Compile, then run, the solve; returns (solution, compile seconds, run seconds)."""
     import equinox as eqx
     import jax
@@ -46,7 +55,7 @@ def timed_solve(model, grid, progress: bool):
 
     def run(p):
         mod, grd = eqx.combine(p, static)
-        return integrate(mod, grd, progress=progress, throw=False)
+        return integrate(mod, grd, stepper, progress=progress, throw=False)
 
     t0 = time.perf_counter()
     compiled = jax.jit(run).lower(params).compile()
@@ -65,11 +74,12 @@ def divergence_error(sol, model, grid) -> str:
     return divergence_line("the solve", 1, 1, hint)
 
 
-def solution_arrays(sol, model) -> dict[str, np.ndarray]:
-    """The arrays written by `solve --out` (documented in the README)."""
-    # Euler's R_A carries the delta as 1/dt on its diagonal (the matrix form [D.5]).
+def solution_arrays(sol, model, euler: bool = True) -> dict[str, np.ndarray]:
+    """The arrays written by `solve --out` on a uniform grid (documented in the README)."""
+    # Euler's R_A carries the delta as 1/dt on its diagonal (the matrix form [D.5]); the
+    # trapezoid's delta is exact, its R_A is the regular part.
     size = np.shape(sol.t)[0]
-    r_a = np.asarray(sol.R_A) + np.eye(size) / float(sol.t[1] - sol.t[0])
+    r_a = np.asarray(sol.R_A) + (np.eye(size) / float(sol.t[1] - sol.t[0]) if euler else 0.0)
     out = dict(t=sol.t, a=sol.a, v=sol.v, nu=sol.nu, rho=sol.rho, e_tr=sol.e_tr, e_ts=sol.e_ts,
                gamma=sol.gamma, C_A=sol.C_A, R_A=r_a)
     if general_width(model) is None:
@@ -82,28 +92,36 @@ def solution_arrays(sol, model) -> dict[str, np.ndarray]:
 
 def _add_solve(p):
     add_physics_arguments(p)
-    add_grid_arguments(p)
+    add_grid_arguments(p, dt=None, steps=None)
+    adaptive.add_adaptive_arguments(p)
     add_output_arguments(p, plot=True)
+    p.set_defaults(_output_files=dict(p.get_default("_output_files"), checkpoint=DATA))
     p.add_argument("--progress", action="store_true", default=None,
                    help="progress lines on stderr, from compilation on (default: on for >= "
-                        "1000 steps)")
+                        "1000 steps and for adaptive solves)")
 
 
 def _run_solve(args, out) -> int:
+    adaptive.check_flags(args)
     model = model_from_args(args)
+    if args.t_max is not None:
+        return _run_adaptive(args, out, model)
     grid = grid_from_args(args)
     check_solve_memory(args, model)
     progress = args.progress if args.progress is not None else grid.steps >= 1000
     if progress:  # compilation takes seconds to minutes at large N: say what is happening
         print(f"dmft-jax solve: compiling the solver ({grid.steps} steps)", file=sys.stderr,
               flush=True)
-    sol, t_compile, t_run = timed_solve(model, grid, progress)
+    from ._stepper import Euler, Trapezoid
+    euler = args.method == "euler"
+    sol, t_compile, t_run = timed_solve(model, grid, progress, Euler() if euler else Trapezoid())
     summary = dict(steps=grid.steps, dt=float(grid.dt), m=model.m, k=model.k,
-                   wall_time_s=round(t_run, 4), compile_time_s=round(t_compile, 4))
+                   method=args.method, wall_time_s=round(t_run, 4),
+                   compile_time_s=round(t_compile, 4))
     if diverged(sol):
         out.error_json(dict(summary, diverged=True, divergence_time=float(sol.divergence_time)))
         raise SolveError(divergence_error(sol, model, grid))
-    arrays = solution_arrays(sol, model)
+    arrays = solution_arrays(sol, model, euler)
     out.write_npz(dict(arrays, params=np.asarray(out.params())))
     if out.path("plot"):
         from ._plot import solution_figure
@@ -112,6 +130,46 @@ def _run_solve(args, out) -> int:
                    a=_final(arrays["a"]), t=float(arrays["t"][-1]), diverged=False, **summary)
     out.report(summary, f"t = {summary['t']:g}: e_tr = {summary['e_tr']:.6g}, "
                         f"e_ts = {summary['e_ts']:.6g} (compile {t_compile:.2f} s, "
+                        f"solve {t_run:.2f} s)")
+    return 0
+
+
+def _run_adaptive(args, out, model) -> int:
+    """`solve --t-max`: the segmented adaptive solve, its arrays and summary."""
+    from ._results import RESULTS
+    check_solve_memory(args, model)
+    ctrl = adaptive.controller(args)
+    progress = True if args.progress is None else args.progress
+    if progress:
+        print(f"dmft-jax solve: compiling the adaptive solver (history {args.history}, "
+              f"max {args.max_steps} steps)", file=sys.stderr, flush=True)
+    sol, t_compile, t_run, resumed = adaptive.run(model, ctrl, args, out, progress)
+    stats = {k: float(v) if k == "decimation_error" else int(v) for k, v in sol.stats.items()}
+    summary = dict(t_max=float(args.t_max), rtol=args.rtol, atol=args.atol,
+                   method=args.method, m=model.m, k=model.k, **stats, resumed=resumed,
+                   wall_time_s=round(t_run, 4), compile_time_s=round(t_compile, 4))
+    if bool(sol.result != RESULTS.successful):
+        t_end = float(sol.t[int(sol.stats["accepted"])])
+        failed = bool(sol.result == RESULTS.diverged)
+        out.error_json(dict(summary, diverged=failed, failed=True, t_reached=t_end))
+        raise SolveError(f"the adaptive solve stopped at t = {t_end:.4g} of {args.t_max:g}: "
+                         f"{RESULTS[sol.result]}")
+    arrays = adaptive.arrays(sol, model, args.save_times)
+    out.write_npz(dict(arrays, params=np.asarray(out.params(save_times=None))))
+    if out.path("plot"):
+        from ._plot import solution_figure
+        out.write_figure(solution_figure(arrays, title=_title(args)), "plot")
+    end = int(sol.stats["accepted"])
+    summary = dict(e_tr=float(sol.e_tr[end]), e_ts=float(sol.e_ts[end]),
+                   a=_final(np.asarray(sol.a)[: end + 1]), t=float(sol.t[end]), diverged=False,
+                   **summary)
+    if stats["decimation_error"] > 1:
+        print(f"dmft-jax solve: warning: the bounded history dropped times whose linear "
+              f"interpolation error was {stats['decimation_error']:.3g} x the tolerance; "
+              "a larger --history is more accurate", file=sys.stderr, flush=True)
+    out.report(summary, f"t = {summary['t']:g}: e_tr = {summary['e_tr']:.6g}, "
+                        f"e_ts = {summary['e_ts']:.6g} ({stats['accepted']} steps, "
+                        f"{stats['rejected']} rejected; compile {t_compile:.2f} s, "
                         f"solve {t_run:.2f} s)")
     return 0
 
