@@ -14,15 +14,16 @@ at n, d -> infinity with n/d = alpha_bar and the step eta = lr d/n fixed (t_k = 
 * [G.4]  rho, M^R, M^C on row k (spec [C.18] with the exact R_A, C_A);
 * [G.5]  X(k, s') = <g_i(k), w_j(s')>, split as P + A + B (target, memory, noise);
          nu_i(k) = X_ii(k, k);
-* [G.6]  V_i(k) = U^T g_i(k) (v rate), the a rate [C.7] with sums;
+* [G.6a] V_i(k) = U^T g_i(k) (the v rate); [G.9a] the a rate A_i(k) ([C.7] with sums);
 * [G.7]  Gamma(k) = <g_i(k), g_j(k)> (equal-time gradient Gram matrix, incl. the noise
          variance K(k, k) = -(1/m) M^C(k, k));
 * [G.8]  N_i(k) = sqrt(1 + 2 eta nu_i(k) + eta^2 Gamma_ii(k));
-* [G.9]  a(k+1) = a(k) + eta A(k);  v(k+1) = (v(k) + eta V(k)) / N;
+* [G.9]  a(k+1) = a(k) + eta A(k) [G.9a];  v(k+1) = (v(k) + eta V(k)) / N [G.9b];
 * [G.10] C(k+1, s') = (C(k, s') + eta X(k, s')) / N_i   (s' <= k);
 * [G.11] C(k+1, k+1) = [C(k, k) + eta (X(k, k) + X(k, k)^T) + eta^2 Gamma(k)] / (N_i N_j);
 * [G.12] R(k+1, s') = [R(k, s') + eta Y(k, s') + delta_{s' k} I] / N_i, with the memory
-         Y(k, s') = -eta sum_{s=s'+1}^{k} (1/m) M^R(k, s) R(s, s').
+         Y(k, s') = -eta sum_{s=s'+1}^{k} (1/m) M^R(k, s) R(s, s');
+* [G.13] e_tr(k) = -C_A(k, k)/2, e_ts(k) the population formula.
 
 ``mode="euler"`` replaces [G.8]-[G.12] by the forward-Euler scheme of spec section 6 (the same
 sums, nu instead of N, no eta^2 Gamma, R[k+1, k] = I): a plumbing check against
@@ -293,7 +294,7 @@ def solve(alg, h, dh, d2h, phihat, grad_phihat, norm2, tau, alpha_bar, a0, c0, v
         if k == K:
             break
 
-        # [G.6] v rate and a rate  ([C.8] and [C.7] with sums)
+        # [G.6a] v rate, [G.9a] a rate  ([C.8] and [C.7] with sums)
         V = (ab / m) * rho[k] * (np.asarray(ak)[..., None] * g) \
             - eta * np.sum(alg.matvec_k(MR, v[:k1]), axis=0)
         if freeze_a:
