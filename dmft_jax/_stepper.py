@@ -292,10 +292,13 @@ class Map(AbstractStepper):
 
 
 def error_norm(error, new, old, rtol, atol) -> Array:
-    """max over all entries of |error| / (atol + rtol max(|new|, |old|)) (0 for no entries)."""
+    """max over the leaves of max |error| / (atol + rtol max(|new|, |old|)), the maxima taken
+    over each leaf (norm-wise relative error: a two-time row is one vector, so that its small
+    entries, e.g. the newest column of a response, are not held to their own relative
+    accuracy)."""
     def one(e, y1, y0):
-        scale = atol + rtol * jnp.maximum(jnp.abs(y1), jnp.abs(y0))
-        return jnp.max(jnp.abs(e) / scale, initial=0.0)
+        size = jnp.maximum(jnp.max(jnp.abs(y1), initial=0.0), jnp.max(jnp.abs(y0), initial=0.0))
+        return jnp.max(jnp.abs(e), initial=0.0) / (atol + rtol * size)
     parts = jtu.tree_leaves(jtu.tree_map(one, error, new, old))
     out = jnp.max(jnp.stack(parts)) if parts else jnp.zeros(())
     return jnp.where(jnp.isfinite(out), out, jnp.inf)
