@@ -27,6 +27,7 @@ from ._covariance import (
     hermite_coefficients as hermite_coefficients,
     target as target,
 )
+from ._discrete import DiscreteGD as DiscreteGD
 from ._dmft import DMFT as DMFT, general_dmft as general_dmft, symmetric_dmft as symmetric_dmft
 from ._gaussian_model import (
     GaussianModel as GaussianModel,

@@ -76,7 +76,7 @@ from ._integrate import (
     chunk_bounds,
 )
 from ._results import RESULTS
-from ._stepper import AbstractStepper, Euler, Trapezoid
+from ._stepper import AbstractStepper, Euler, Map, Trapezoid
 
 MODES = ("forward", "reverse")
 
@@ -190,7 +190,7 @@ def _time_length(model: AbstractModel, state: dict) -> int:
     return jtu.tree_leaves(state[key])[0].shape[-1]
 
 
-def adjoint_final_state(model: AbstractModel, grid: TimeGrid, stepper: AbstractStepper = Euler(),
+def adjoint_final_state(model: AbstractModel, grid: TimeGrid, stepper: AbstractStepper,
                         chunks: int | None = None) -> dict:
     """`final_state` whose reverse-mode derivative is the O(N^2)-memory adjoint loop.
 
@@ -237,7 +237,8 @@ def differentiable_solve(model: AbstractModel, times, mode: str = "reverse",
             carry = adaptive_advance(model, times, stepper, adaptive_init(model, times, stepper))
             return adaptive_finish(model, times, stepper, carry)
         return _replayed(model, times, stepper, 1 if chunks is None else chunks)
-    stepper = Euler() if stepper is None else stepper
+    if stepper is None:
+        stepper = Map() if getattr(model, "discrete", False) else Euler()
     if mode == "forward":
         return model.solution(final_state(model, times, stepper, chunks), times.ts)
     return model.solution(adjoint_final_state(model, times, stepper, chunks), times.ts)

@@ -149,6 +149,10 @@ class AbstractAlgebra(eqx.Module):
         caller treats that quantity without a stiff part).
         """
 
+    @abc.abstractmethod
+    def dot_t(self, x: Array, y: Array) -> Array:
+        """(1/m) sum_s x(s) @ y(s)^T over a time row: x, y (*mat, L) -> (*mat)."""
+
     def product(self, x: Array, y: Array) -> Array:
         """(1/m) sum_l x_il y_lj: x (*mat), y (*mat, ...)."""
         return self.matmul(x, y) / self.m
@@ -265,6 +269,12 @@ class Symmetric(AbstractAlgebra):
         yp, yq = self._channels(y)
         return self._from_channels(xp * yp, xq * yq)
 
+    def dot_t(self, x, y):
+        # matrices D I + O (J - I) are symmetric: y^T = y, and products are channel-wise
+        xp, xq = self._channels(x)
+        yp, yq = self._channels(y)
+        return self._from_channels(jnp.sum(xp * yp, axis=-1), jnp.sum(xq * yq, axis=-1)) / self.m
+
     def matmul_vec(self, x, v):
         # a neuron vector with all entries equal lies in the "par" channel
         return (x[0] + (self.m - 1.0) * x[1]) * v
@@ -350,6 +360,9 @@ class General(AbstractAlgebra):
 
     def matmul_vec(self, x, v):
         return jnp.einsum("il,l...->i...", x, v)
+
+    def dot_t(self, x, y):
+        return jnp.einsum("ils,jls->ij", x, y) / self.m
 
     def phi(self, k, h, order, lyapunov=False):
         # phi_1, phi_2 from one exponential of a block matrix (Higham): exp of

@@ -12,7 +12,7 @@ R_A and C_A (L, L).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -29,6 +29,27 @@ from ._results import diverged_rows
 from ._solution import Solution
 from ._stepper import AbstractStiff, Row, RowWeights
 from ._volterra import d2_times, response_rows
+
+
+class _Terms(NamedTuple):
+    """Intermediates of row n (see `DMFT._terms`)."""
+
+    c_n: Array
+    r_n: Array
+    a_t: Array
+    v_t: Array
+    g_t: Array
+    rho: Array
+    nu: Array
+    f_c: Array       # [C.9] right side without the nu term, s' <= n
+    mem_r: Array     # its M^C part (the noise-response term)
+    f_v: Array       # [C.8] without the nu term
+    d_a: Array       # [C.7]
+    m_r: Array       # M^R point values on row n
+    wm_r: Array      # their quadrature-weighted values
+    m_c: Array       # M^C on row n
+    m_delta: Array   # the delta coefficient of M^R
+    m_jump: Array    # M^R(t_n, t_n^-)
 
 
 class Stiff(AbstractStiff):
@@ -172,9 +193,10 @@ class DMFT(AbstractModel):
         sigma_r = alg.mean_all(aa * self.h.d1(c_n) * r_n)
         return jnp.where(past, sigma_c, 0.0), jnp.where(past, sigma_r, 0.0), aa
 
-    def row(self, n, s, wts: RowWeights):
-        """Steps 1-5 of spec section 6 for row n, on the weights `wts`: returns the state with
-        the auxiliaries of row n written and the `Row` (a, v, C[n], C(t_n, t_n), R[n])."""
+    def _terms(self, n, s, wts: RowWeights):
+        """Steps 1-4 of spec section 6 for row n on the weights `wts`, and the right sides of
+        [C.7]-[C.10] without the nu terms: the state with the auxiliaries of row n written and
+        the `_Terms` shared by the flow (`row`) and the discrete-time model (`DiscreteGD`)."""
         alg, h = self.algebra, self.h
         size = s["rho"].shape[-1]
         idx = jnp.arange(size)
@@ -203,37 +225,52 @@ class DMFT(AbstractModel):
         m_jump = self.alpha * aa_t * (r_jump[n] * h.d1(c_tt) + c_row[n] * d2_times(h, c_tt, eye))
         wm_r, wm_c = wts.w * m_r, wts.w * m_c
 
-        # Right side of [C.9] without the nu term for every s' <= n; nu is its s' = t value,
-        # so that C_ii(t, t) = 1 is kept exactly.
+        # Right side of [C.9] without the nu term for every s' <= n (drift + M^R part + M^C
+        # part); nu is its s' = t value, so that C_ii(t, t) = 1 is kept exactly.
         g_t = self.target.grad_phihat(v_t)
         inst = m_delta + wts.upper * m_jump            # instantaneous part acting on row n
-        f_c = (self.alpha * rho * alg.left(a_t, alg.inner_k(g_t, s["v"]))
-               - alg.contract(wm_r, s["C"]) - alg.product(inst, c_n)
-               - alg.contract_t(wm_c, s["R"]) - wts.upper_at * m_c / self.m)
+        drift = self.alpha * rho * alg.left(a_t, alg.inner_k(g_t, s["v"]))
+        mem_c = -alg.contract(wm_r, s["C"]) - alg.product(inst, c_n)
+        mem_r = -alg.contract_t(wm_c, s["R"]) - wts.upper_at * m_c / self.m
+        f_c = jnp.where(past, drift + mem_c + mem_r, 0.0)
         nu = alg.diag(f_c[..., n])
-
-        # 5. Rates: [C.9] for C(t, s'), [C.6] for C(t, t), [C.10] for R(t, s').
-        d_c = jnp.where(past, f_c - alg.left(nu, c_n), 0.0)
-        d_eq = d_c[..., n] + alg.transpose(d_c[..., n])
-        jump = jnp.where(idx == n, 1.0, 0.0) * eye[..., None]     # R(t_n^+, t_n) = I
-        r_front = r_n + jump if wts.jumps else r_n
-        d_r = (-alg.left(nu, r_front) - alg.product(m_delta, r_front)
-               - alg.contract(wm_r, s["R"]) - wts.lower * m_r / self.m
-               - jnp.where(idx < n, wts.upper, 0.0) * alg.product(m_jump, r_n))
-        d_r = jnp.where(past, d_r, 0.0)
-        d_v = (-nu[..., None] * v_t + self.alpha * rho * a_t[..., None] * g_t
+        f_v = (self.alpha * rho * a_t[..., None] * g_t                     # [C.8] without nu
                - jnp.sum(alg.matvec_k(wm_r, s["v"]), axis=-1)
-               - alg.matmul_vec(inst, v_t) / self.m)                        # [C.8]
+               - alg.matmul_vec(inst, v_t) / self.m)
         d_a = self._da(n, s, c_n, r_n, r_row, c_row, rho, r_jump[n], wts)
 
         s = dict(s, R_A=r_a, C_A=c_a, nu=s["nu"].at[..., n].set(nu),
                  rho=s["rho"].at[n].set(rho), sigma_jump=sigma_jump)
-        front = dict(a=a_t, v=v_t, C=jnp.where(past, c_n, 0.0), C_eq=c_tt, R=r_front)
-        rate = dict(a=d_a, v=d_v, C=d_c, C_eq=d_eq, R=d_r)
+        terms = _Terms(c_n=c_n, r_n=r_n, a_t=a_t, v_t=v_t, g_t=g_t, rho=rho, nu=nu, f_c=f_c,
+                       mem_r=jnp.where(past, mem_r, 0.0), f_v=f_v, d_a=d_a, m_r=m_r, wm_r=wm_r,
+                       m_c=m_c, m_delta=m_delta, m_jump=m_jump)
+        return s, terms
+
+    def row(self, n, s, wts: RowWeights):
+        """Steps 1-5 of spec section 6 for row n, on the weights `wts`: returns the state with
+        the auxiliaries of row n written and the `Row` (a, v, C[n], C(t_n, t_n), R[n])."""
+        alg = self.algebra
+        s, x = self._terms(n, s, wts)
+        idx = jnp.arange(s["rho"].shape[-1])
+        past = idx <= n
+        eye = alg.identity(x.c_n.dtype)
+        # 5. Rates: [C.9] for C(t, s'), [C.6] for C(t, t), [C.10] for R(t, s').
+        d_c = jnp.where(past, x.f_c - alg.left(x.nu, x.c_n), 0.0)
+        d_eq = d_c[..., n] + alg.transpose(d_c[..., n])
+        jump = jnp.where(idx == n, 1.0, 0.0) * eye[..., None]     # R(t_n^+, t_n) = I
+        r_front = x.r_n + jump if wts.jumps else x.r_n
+        d_r = (-alg.left(x.nu, r_front) - alg.product(x.m_delta, r_front)
+               - alg.contract(x.wm_r, s["R"]) - wts.lower * x.m_r / self.m
+               - jnp.where(idx < n, wts.upper, 0.0) * alg.product(x.m_jump, x.r_n))
+        d_r = jnp.where(past, d_r, 0.0)
+        d_v = -x.nu[..., None] * x.v_t + x.f_v
+        front = dict(a=x.a_t, v=x.v_t, C=jnp.where(past, x.c_n, 0.0), C_eq=x.c_n[..., n],
+                     R=r_front)
+        rate = dict(a=x.d_a, v=d_v, C=d_c, C_eq=d_eq, R=d_r)
         after = jtu.tree_map(jnp.zeros_like, front)
         if not wts.jumps:
             after["R"] = jump
-        k_mat = alg.left(nu, eye) + m_delta / self.m
+        k_mat = alg.left(x.nu, eye) + x.m_delta / self.m
         return s, Row(front, rate, after, Stiff(algebra=alg, K=k_mat))
 
     def _da(self, n, s, c_n, r_n, r_row, c_row, rho, r_jump_n, wts):

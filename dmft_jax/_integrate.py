@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import sys
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -31,7 +31,7 @@ from jaxtyping import Array, ArrayLike
 
 from ._grid import TimeGrid
 from ._results import RESULTS
-from ._stepper import AbstractStepper, Euler, RowWeights, Trapezoid, error_norm
+from ._stepper import AbstractStepper, Euler, Map, RowWeights, Trapezoid, error_norm
 
 
 class AbstractModel(eqx.Module):
@@ -78,6 +78,9 @@ class AbstractModel(eqx.Module):
         combines them with row n's front. Default: unchanged (no two-time rows)."""
         del n
         return tree
+
+    #: True for exact discrete-time recursions (`next` instead of rates; `Map` stepper).
+    discrete: ClassVar[bool] = False
 
     def records(self, n, state: dict) -> dict:
         """One-time observables of row n (after `row(n)`), recorded at every accepted step of an
@@ -508,7 +511,8 @@ def integrate(model: AbstractModel, times, stepper: AbstractStepper | None = Non
     `vmap` use `throw=False` and read `sol.result`.
     """
     if isinstance(times, TimeGrid):
-        stepper = Euler() if stepper is None else stepper
+        if stepper is None:
+            stepper = Map() if getattr(model, "discrete", False) else Euler()
         state = _fixed(model, times, stepper, progress, label, chunks)
         sol = model.solution(state, times.ts)
         result = RESULTS.where(model.valid() & times.valid(), RESULTS.successful,

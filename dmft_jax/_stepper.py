@@ -277,7 +277,7 @@ class Trapezoid(AbstractStepper):
 
 
 class Map(AbstractStepper):
-    """An exact discrete-time recursion: the model's `next(n, state, weights)` returns row
+    """An exact discrete-time recursion: the model's `next(n, state, weights, h)` returns row
     n + 1 itself (no rate, no discretization error); the quadrature weights are the step
     lengths (left sums), so a sum over past steps is sum_l w_l f_l."""
 
@@ -287,7 +287,8 @@ class Map(AbstractStepper):
         return 0
 
     def step(self, model, n, state, ts):
-        state, new = model.next(n, state, self.quadrature.weights(ts, n))
+        h = ts[n + 1] - ts[n]
+        state, new = model.next(n, state, self.quadrature.weights(ts, n), h)
         return Step(model.write(n + 1, state, new), new, None, RESULTS.successful)
 
 
