@@ -41,7 +41,7 @@ from ._checks import check_kernel, check_scalar
 from ._covariance import AbstractKernel, Target, covariance
 from ._integrate import AbstractModel
 from ._results import diverged_rows
-from ._stepper import Row, RowWeights
+from ._stepper import GroupStiff, Row, RowWeights
 from ._volterra import (
     d2_times,
     jump_column,
@@ -122,9 +122,9 @@ class _Volterra(AbstractModel):
             after[key] = jnp.zeros_like(col) if wts.jumps else col
         return fronts, after
 
-    def _row(self, s, front, rate, after):
+    def _row(self, s, front, rate, after, stiff=None):
         after = {key: after.get(key, jnp.zeros_like(val)) for key, val in front.items()}
-        return s, Row(front, rate, after, None)
+        return s, Row(front, rate, after, stiff)
 
     def valid(self):
         leaves = [x for x in jax.tree_util.tree_leaves(self) if eqx.is_inexact_array(x)]
@@ -364,7 +364,9 @@ class Lz2(_Volterra):
         s = dict(s, R_A=r_a, C_A=c_a, nu=s["nu"].at[n].set(nu), sigma_jump=sigma_jump)
         front = dict(C=c_front, C_eq=c_tt, R=fronts["R"])
         rate = dict(C=d_c, C_eq=d_tt, R=jnp.where(past, d_r, 0.0))
-        return self._row(s, front, rate, after)
+        k = (nu + m_delta).reshape(1, 1)                  # the instantaneous decay of C and R
+        stiff = GroupStiff(keys=(("C",), ("R",), ("C_eq",)), K=(k, k, 2 * k))
+        return self._row(s, front, rate, after, stiff)
 
     def records(self, n, s):
         return dict(nu=s["nu"][n], e_tr=-0.5 * s["C_A"][n, n])
@@ -473,7 +475,9 @@ class Mf2(_Volterra):
         s = dict(s, nu=s["nu"].at[n].set(nu))
         front = dict(a=a[n], C=c_front, C_eq=c_tt, R=fronts["R"])
         rate = dict(a=d_a, C=d_c, C_eq=d_tt, R=jnp.where(past, d_r, 0.0))
-        return self._row(s, front, rate, after)
+        k = nu.reshape(1, 1)
+        stiff = GroupStiff(keys=(("C",), ("R",), ("C_eq",)), K=(k, k, 2 * k))
+        return self._row(s, front, rate, after, stiff)
 
     def records(self, n, s):
         return dict(a=s["a"][n], nu=s["nu"][n])
@@ -609,7 +613,14 @@ class H2(_Volterra):
         front = dict(C_d=d_front, C_d_eq=d_tt, C_o=o_front, C_o_eq=o_tt, R_d=fd, R_o=fo)
         rate = dict(C_d=d_d, C_d_eq=dd_tt, C_o=d_o, C_o_eq=do_tt,
                     R_d=jnp.where(past, d_rd, 0.0), R_o=jnp.where(past, d_ro, 0.0))
-        return self._row(s, front, rate, after)
+        # The instantaneous part: nu on every row and the delta of M^R_o, which couples
+        # C_d to C_o and R_o to R_d.
+        zero = jnp.zeros_like(nu)
+        k_c = jnp.array([[nu, delta_o], [zero, nu + delta_o]])
+        k_r = jnp.array([[nu, zero], [delta_o, nu + delta_o]])
+        stiff = GroupStiff(keys=(("C_d", "C_o"), ("R_d", "R_o"), ("C_o_eq",)),
+                           K=(k_c, k_r, 2 * (nu + delta_o).reshape(1, 1)))
+        return self._row(s, front, rate, after, stiff)
 
     def records(self, n, s):
         return dict(nu=s["nu"][n], e_tr=-0.5 * s["C_A"][n, n], C_o_eq=s["C_o"][n, n])

@@ -134,6 +134,45 @@ class AbstractStiff(eqx.Module):
         return eqx.combine(jtu.tree_map(lambda x, y: 0.5 * (x + y), params, other_params), static)
 
 
+def phi_matrices(a: Array) -> tuple[Array, Array, Array]:
+    """(phi_0(A), phi_1(A), phi_2(A)) of a small square matrix A, from one exponential of the
+    block matrix [[A, I, 0], [0, 0, I], [0, 0, 0]] (Higham): exact, and with correct
+    derivatives also where eigenvalues coincide."""
+    g = a.shape[0]
+    eye, zero = jnp.eye(g, dtype=a.dtype), jnp.zeros((g, g), a.dtype)
+    e = jax.scipy.linalg.expm(jnp.block([[a, eye, zero], [zero, zero, eye],
+                                         [zero, zero, zero]]))
+    return e[:g, :g], e[:g, g:2 * g], e[:g, 2 * g:]
+
+
+class GroupStiff(AbstractStiff):
+    """A stiff part -K y acting on groups of leaves: for each group of `keys`, the leaves
+    stacked along a new first axis y = (y_1, ..., y_g) obey dy/dt = -K y + ..., K (g, g).
+
+    Used by the reduced theories (e.g. H.2, where the delta part of M^R_o couples (C_d, C_o)
+    and (R_d, R_o)); a scalar theory has 1 x 1 groups.
+    """
+
+    keys: tuple
+    K: tuple
+
+    def phi(self, k, h, tree):
+        out = {key: _PHI_AT_ZERO[k] * y for key, y in tree.items()}
+        for keys, mat in zip(self.keys, self.K):
+            phis = phi_matrices(-h * mat)
+            ys = jnp.stack([tree[key] for key in keys])
+            zs = jnp.tensordot(phis[k], ys, axes=1)
+            out.update({key: z for key, z in zip(keys, zs)})
+        return out
+
+    def times(self, tree):
+        out = {key: jnp.zeros_like(y) for key, y in tree.items()}
+        for keys, mat in zip(self.keys, self.K):
+            zs = jnp.tensordot(mat, jnp.stack([tree[key] for key in keys]), axes=1)
+            out.update({key: z for key, z in zip(keys, zs)})
+        return out
+
+
 _SERIES = 1e-3   # |z| below which phi_1, phi_2 use their Taylor series (error < z^4 / 120)
 
 
