@@ -115,8 +115,7 @@ class DiscreteGD(AbstractModel):
         x_n = X[..., n]
         # Gamma: the Gram matrix of the gradient field at equal times [G.7]. The M^R
         # contractions carry the delta of R_A (weight 1) at s = t_k, as in X.
-        gamma = (self.dmft.alpha * x.rho
-                 * alg.transpose(alg.left(x.a_t, alg.inner_k(x.g_t, V)))
+        gamma = (alg.transpose(alg.inner_k(x.force, V))
                  - alg.dot_t(X, x.wm_r) - alg.product(x_n, x.m_delta)
                  - alg.dot_t(x.wm_r, B) - alg.product(x.m_delta, alg.transpose(B[..., n]))
                  - x.m_c[..., n] / m)

@@ -32,14 +32,13 @@ from ._volterra import d2_times, response_rows
 
 
 class _Terms(NamedTuple):
-    """Intermediates of row n (see `DMFT._terms`)."""
+    """Intermediates of row n (see `weight_terms`)."""
 
     c_n: Array
     r_n: Array
     a_t: Array
     v_t: Array
-    g_t: Array
-    rho: Array
+    force: Array     # the target drift f_i of [C.8]
     nu: Array
     f_c: Array       # [C.9] right side without the nu term, s' <= n
     mem_r: Array     # its M^C part (the noise-response term)
@@ -95,6 +94,80 @@ class Stiff(AbstractStiff):
             else:
                 out[key] = jnp.zeros_like(y)
         return out
+
+
+class Kernels(NamedTuple):
+    """What the weight side of a DMFT needs from its sample side on row n (the table of
+    docs/nongaussian.md section 6.1, in the Gaussian DMFT's conventions).
+
+    - `delta` (*mat): the instantaneous memory M^delta(t_n): the weight side feels
+      -(1/m) M^delta X(t_n, .) (Gaussian: the delta part of M^R [C.18]);
+    - `memory` (*mat, L): the regular memory kernel M(t_n, t_l) at the stored times (M^R);
+    - `memory_jump` (*mat): its value at s = t_n^- (used by quadratures with jumps);
+    - `noise` (*mat, L): M^C(t_n, t_l): the noise covariance is -(1/m) M^C [C.14];
+    - `force` (*vec, k): the target drift f_i of [C.8, C.9], (alpha_bar/m) rho a_i
+      grad phihat(v_i) (non-Gaussian: -M*_i);
+    - `d_a` (*vec): da/dt [C.7] (zero with a frozen second layer).
+    """
+
+    delta: Array
+    memory: Array
+    memory_jump: Array
+    noise: Array
+    force: Array
+    d_a: Array
+
+
+def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels):
+    """The weight side of the DMFT on row n: the right sides of [C.8]-[C.10] without their nu
+    terms, and nu from C_ii(t, t) = 1 [C.21]. Returns the state with nu[n] written and the
+    `_Terms` of the row (shared by the flow's `weight_row` and `DiscreteGD`)."""
+    past = jnp.arange(s["rho"].shape[-1]) <= n
+    c_n, r_n = alg.history_row(s["C"], n), alg.history_row(s["R"], n)
+    v_t = s["v"][..., n]
+    wm_r, wm_c = wts.w * k.memory, wts.w * k.noise
+    inst = k.delta + wts.upper * k.memory_jump          # instantaneous part acting on row n
+    # Right side of [C.9] for every s' <= n: drift + M^R part + M^C part; nu is its s' = t
+    # value, so that C_ii(t, t) = 1 is kept exactly.
+    drift = alg.inner_k(k.force, s["v"])
+    mem_c = -alg.contract(wm_r, s["C"]) - alg.product(inst, c_n)
+    mem_r = -alg.contract_t(wm_c, s["R"]) - wts.upper_at * k.noise / alg.m
+    f_c = jnp.where(past, drift + mem_c + mem_r, 0.0)
+    nu = alg.diag(f_c[..., n])
+    f_v = (k.force - jnp.sum(alg.matvec_k(wm_r, s["v"]), axis=-1)          # [C.8] without nu
+           - alg.matmul_vec(inst, v_t) / alg.m)
+    s = dict(s, nu=s["nu"].at[..., n].set(nu))
+    return s, _Terms(c_n=c_n, r_n=r_n, a_t=s["a"][..., n], v_t=v_t, force=k.force, nu=nu,
+                     f_c=f_c, mem_r=jnp.where(past, mem_r, 0.0), f_v=f_v, d_a=k.d_a,
+                     m_r=k.memory, wm_r=wm_r, m_c=k.noise, m_delta=k.delta,
+                     m_jump=k.memory_jump)
+
+
+def weight_row(alg: AbstractAlgebra, n, s, wts: RowWeights, x: "_Terms") -> Row:
+    """Step 5 of spec section 6 on any weights: the rates [C.9] for C(t, s'), [C.6] for
+    C(t, t), [C.10] for R(t, s'), [C.8] for v, [C.7] for a, with the front of row n (the jump
+    R(t_n^+, t_n) = I in it when `wts.jumps`, after an Euler step otherwise) and the stiff
+    part K = diag(nu) + M^delta / m."""
+    idx = jnp.arange(s["rho"].shape[-1])
+    past = idx <= n
+    eye = alg.identity(x.c_n.dtype)
+    d_c = jnp.where(past, x.f_c - alg.left(x.nu, x.c_n), 0.0)
+    d_eq = d_c[..., n] + alg.transpose(d_c[..., n])
+    jump = jnp.where(idx == n, 1.0, 0.0) * eye[..., None]     # R(t_n^+, t_n) = I
+    r_front = x.r_n + jump if wts.jumps else x.r_n
+    d_r = (-alg.left(x.nu, r_front) - alg.product(x.m_delta, r_front)
+           - alg.contract(x.wm_r, s["R"]) - wts.lower * x.m_r / alg.m
+           - jnp.where(idx < n, wts.upper, 0.0) * alg.product(x.m_jump, x.r_n))
+    d_r = jnp.where(past, d_r, 0.0)
+    d_v = -x.nu[..., None] * x.v_t + x.f_v
+    front = dict(a=x.a_t, v=x.v_t, C=jnp.where(past, x.c_n, 0.0), C_eq=x.c_n[..., n],
+                 R=r_front)
+    rate = dict(a=x.d_a, v=d_v, C=d_c, C_eq=d_eq, R=d_r)
+    after = jtu.tree_map(jnp.zeros_like, front)
+    if not wts.jumps:
+        after["R"] = jump
+    k_mat = alg.left(x.nu, eye) + x.m_delta / alg.m
+    return Row(front, rate, after, Stiff(algebra=alg, K=k_mat))
 
 
 class DMFT(AbstractModel):
@@ -193,10 +266,10 @@ class DMFT(AbstractModel):
         sigma_r = alg.mean_all(aa * self.h.d1(c_n) * r_n)
         return jnp.where(past, sigma_c, 0.0), jnp.where(past, sigma_r, 0.0), aa
 
-    def _terms(self, n, s, wts: RowWeights):
-        """Steps 1-4 of spec section 6 for row n on the weights `wts`, and the right sides of
-        [C.7]-[C.10] without the nu terms: the state with the auxiliaries of row n written and
-        the `_Terms` shared by the flow (`row`) and the discrete-time model (`DiscreteGD`)."""
+    def _kernels(self, n, s, wts: RowWeights):
+        """Steps 1-4 of spec section 6 for row n on the weights `wts`: the sample side of the
+        Gaussian DMFT. Returns the state with the auxiliaries R_A, C_A, rho, sigma_jump of row
+        n written and the `Kernels` of row n ([C.18], the target drift of [C.8, C.9], [C.7])."""
         alg, h = self.algebra, self.h
         size = s["rho"].shape[-1]
         idx = jnp.arange(size)
@@ -219,59 +292,27 @@ class DMFT(AbstractModel):
         # R and r_A vanish), the delta coefficient of M^R and its jump value at s = t_n^-.
         w = self.alpha * aa
         dh_c = h.d1(c_n)
-        m_r = w * (r_row * dh_c + c_row * d2_times(h, c_n, r_n))
-        m_c = w * c_row * dh_c
-        m_delta = self.alpha * aa_t * h.d1(c_tt)
-        m_jump = self.alpha * aa_t * (r_jump[n] * h.d1(c_tt) + c_row[n] * d2_times(h, c_tt, eye))
-        wm_r, wm_c = wts.w * m_r, wts.w * m_c
+        kernels = Kernels(
+            delta=self.alpha * aa_t * h.d1(c_tt),
+            memory=w * (r_row * dh_c + c_row * d2_times(h, c_n, r_n)),
+            memory_jump=self.alpha * aa_t * (r_jump[n] * h.d1(c_tt)
+                                             + c_row[n] * d2_times(h, c_tt, eye)),
+            noise=w * c_row * dh_c,
+            force=self.alpha * rho * a_t[..., None] * self.target.grad_phihat(v_t),
+            d_a=self._da(n, s, c_n, r_n, r_row, c_row, rho, r_jump[n], wts))
+        s = dict(s, R_A=r_a, C_A=c_a, rho=s["rho"].at[n].set(rho), sigma_jump=sigma_jump)
+        return s, kernels
 
-        # Right side of [C.9] without the nu term for every s' <= n (drift + M^R part + M^C
-        # part); nu is its s' = t value, so that C_ii(t, t) = 1 is kept exactly.
-        g_t = self.target.grad_phihat(v_t)
-        inst = m_delta + wts.upper * m_jump            # instantaneous part acting on row n
-        drift = self.alpha * rho * alg.left(a_t, alg.inner_k(g_t, s["v"]))
-        mem_c = -alg.contract(wm_r, s["C"]) - alg.product(inst, c_n)
-        mem_r = -alg.contract_t(wm_c, s["R"]) - wts.upper_at * m_c / self.m
-        f_c = jnp.where(past, drift + mem_c + mem_r, 0.0)
-        nu = alg.diag(f_c[..., n])
-        f_v = (self.alpha * rho * a_t[..., None] * g_t                     # [C.8] without nu
-               - jnp.sum(alg.matvec_k(wm_r, s["v"]), axis=-1)
-               - alg.matmul_vec(inst, v_t) / self.m)
-        d_a = self._da(n, s, c_n, r_n, r_row, c_row, rho, r_jump[n], wts)
-
-        s = dict(s, R_A=r_a, C_A=c_a, nu=s["nu"].at[..., n].set(nu),
-                 rho=s["rho"].at[n].set(rho), sigma_jump=sigma_jump)
-        terms = _Terms(c_n=c_n, r_n=r_n, a_t=a_t, v_t=v_t, g_t=g_t, rho=rho, nu=nu, f_c=f_c,
-                       mem_r=jnp.where(past, mem_r, 0.0), f_v=f_v, d_a=d_a, m_r=m_r, wm_r=wm_r,
-                       m_c=m_c, m_delta=m_delta, m_jump=m_jump)
-        return s, terms
+    def _terms(self, n, s, wts: RowWeights):
+        """The kernels of row n and the weight side's right sides (see `weight_terms`)."""
+        s, kernels = self._kernels(n, s, wts)
+        return weight_terms(self.algebra, n, s, wts, kernels)
 
     def row(self, n, s, wts: RowWeights):
         """Steps 1-5 of spec section 6 for row n, on the weights `wts`: returns the state with
         the auxiliaries of row n written and the `Row` (a, v, C[n], C(t_n, t_n), R[n])."""
-        alg = self.algebra
         s, x = self._terms(n, s, wts)
-        idx = jnp.arange(s["rho"].shape[-1])
-        past = idx <= n
-        eye = alg.identity(x.c_n.dtype)
-        # 5. Rates: [C.9] for C(t, s'), [C.6] for C(t, t), [C.10] for R(t, s').
-        d_c = jnp.where(past, x.f_c - alg.left(x.nu, x.c_n), 0.0)
-        d_eq = d_c[..., n] + alg.transpose(d_c[..., n])
-        jump = jnp.where(idx == n, 1.0, 0.0) * eye[..., None]     # R(t_n^+, t_n) = I
-        r_front = x.r_n + jump if wts.jumps else x.r_n
-        d_r = (-alg.left(x.nu, r_front) - alg.product(x.m_delta, r_front)
-               - alg.contract(x.wm_r, s["R"]) - wts.lower * x.m_r / self.m
-               - jnp.where(idx < n, wts.upper, 0.0) * alg.product(x.m_jump, x.r_n))
-        d_r = jnp.where(past, d_r, 0.0)
-        d_v = -x.nu[..., None] * x.v_t + x.f_v
-        front = dict(a=x.a_t, v=x.v_t, C=jnp.where(past, x.c_n, 0.0), C_eq=x.c_n[..., n],
-                     R=r_front)
-        rate = dict(a=x.d_a, v=d_v, C=d_c, C_eq=d_eq, R=d_r)
-        after = jtu.tree_map(jnp.zeros_like, front)
-        if not wts.jumps:
-            after["R"] = jump
-        k_mat = alg.left(x.nu, eye) + x.m_delta / self.m
-        return s, Row(front, rate, after, Stiff(algebra=alg, K=k_mat))
+        return s, weight_row(self.algebra, n, s, wts, x)
 
     def _da(self, n, s, c_n, r_n, r_row, c_row, rho, r_jump_n, wts):
         """da_i/dt of [C.7] / [C.32]; zero with a frozen second layer."""
