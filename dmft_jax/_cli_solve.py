@@ -129,7 +129,7 @@ def _run_solve(args, out) -> int:
         out.error_json(dict(summary, diverged=True, divergence_time=float(sol.divergence_time)))
         raise SolveError(divergence_error(sol, model, grid))
     arrays = solution_arrays(sol, model, euler)
-    out.write_npz(dict(arrays, params=np.asarray(out.params())))
+    out.write_npz(dict(arrays, dynamics=np.asarray("flow"), params=np.asarray(out.params())))
     if out.path("plot"):
         from ._plot import solution_figure
         out.write_figure(solution_figure(arrays, title=_title(args)), "plot")
