@@ -1,28 +1,37 @@
 """Validation of the exact DMFT of discrete-time projected GD (docs/discrete_gd.md, issue 11)
-against the Gaussian-model simulator `dmft_jax.simulate` (exact at finite d).
+against the Gaussian-model simulator `dmft_jax.simulate` (exact at finite d) and real networks.
 
-The theory is the independent NumPy reference `tests/reference/discrete_gd_numpy.py`
-(equations [G.1]-[G.12]); the gradient-flow DMFT is the library's `dmft_jax.solve` (spec
-section 6, Euler) at small dt, Richardson-extrapolated (2 X(dt/2) - X(dt)), at the same times
-t_k = k eta, eta = lr d/n.
+Public API only (`import dmft_jax as dj`). The theory is the library model `dj.DiscreteGD`
+(equations [G.1]-[G.12]; equal to the independent NumPy reference
+`tests/reference/discrete_gd_numpy.py` to 1e-13, tests/test_discrete_gd.py); the gradient-flow
+DMFT is `dj.solve` (spec section 6, Euler) at small dt, Richardson-extrapolated
+(2 X(dt/2) - X(dt)), at the same times t_k = k eta, eta = lr d/n.
 
 Studies (all m = 4, full-batch projected GD, control-variate means of `Simulation`):
 
 1. judged setting: pure noise, h = q/10 + q^2/2, tau = 1, alpha_bar = 1.5, a0 = 1, iid init,
-   eta in {0.25, 0.5, 1.0}, 20 steps, d in {100, 200, 400}: sim means of a, C_d(t, 0), e_tr
-   (and e_ts) against the discrete DMFT and the flow; the finite-d bias fitted as c/d (and
+   eta in {0.1, 0.25, 0.5, 1.0}, 20 steps, d in {100, 200, 400}: sim means of a, C_d(t, 0),
+   e_tr (and e_ts) against the discrete DMFT and the flow; the finite-d bias fitted as c/d (and
    b + c/d: the d = infinity offset b must vanish for an exact theory);
 2. other settings at eta = 1 (and 0.5): a single-index target (h = phihat = 0.9q + q^2/2,
    tau = 0.3, alpha = 0.3), the general init of spec section 9 setting 2, a frozen second layer;
 3. lr -> 0 at fixed t: |GD(eta) - flow| against eta, fitted log-log slope;
-4. stability: the step at which GD diverges (e_tr > 1e3 (1 + e_tr(0)) or non-finite, the
-   simulator's rule) within 20 steps, in theory and in simulation.
+4. stability: the step at which GD diverges (the rule of `dmft_jax._results`) or first rises
+   within 20 steps, in theory and in simulation;
+5. real networks (`dj.sweep`, full-batch GD on the sphere, sigma(x) = sqrt(0.1) x + (x^2-1)/2)
+   on the axes of study 1 (d = 100, 200, 400) and in the single-index setting: how much of the
+   finite-step effect survives outside the Gaussian model;
+6. a sweep over lr across the divergence threshold (d = 200, 40 realizations / networks per
+   point): which grid points diverge or pass the edge of stability in theory (the sweep's GD
+   DMFT), in the Gaussian model and in networks; 6b: how long a system of finite d follows the
+   d = infinity trajectory (the GD DMFT from a symmetry-broken C(0, 0) ~ d^-1/2).
 
-    PYTHONPATH=. python benchmarks/discrete_gd_validation.py            # ~45 min on 2 cores
-    PYTHONPATH=. python benchmarks/discrete_gd_validation.py --quick    # smoke run (~2 min)
+    PYTHONPATH=. python benchmarks/discrete_gd_validation.py            # ~1 h on 2 cores
+    PYTHONPATH=. python benchmarks/discrete_gd_validation.py --quick    # smoke run (~15 min)
 
-Simulations are cached per run in out/discrete_gd/ (delete to rerun). Writes
-benchmarks/results/discrete_gd.md and benchmarks/figures/discrete_gd.png.
+Simulations and network runs are cached per run in out/discrete_gd/ (delete to rerun). Writes
+benchmarks/results/discrete_gd.md, benchmarks/figures/discrete_gd.png (studies 1-4) and
+benchmarks/figures/discrete_gd_study.png (studies 5-6).
 """
 
 from __future__ import annotations
@@ -45,16 +54,12 @@ import numpy as np  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "reference"))
-
-import discrete_gd_numpy as ref  # noqa: E402
 
 import dmft_jax as dj  # noqa: E402
-from dmft_jax._covariance import target as make_target  # noqa: E402
 
 M = 4
 STEPS = 20
-ETAS = (0.25, 0.5, 1.0)
+ETAS = (0.1, 0.25, 0.5, 1.0)
 SETTINGS = {
     "judged": dict(h=(0.0, 0.1, 0.5), target=False, tau=1.0, alpha_bar=1.5, a=None,
                    freeze=False),
@@ -72,53 +77,22 @@ JUDGED_OBS = ("a", "C_d0", "e_tr")
 
 
 # ------------------------------------------------------------------------------ theory
-def poly(c):
-    c = np.asarray(c, float)
-    d1 = np.polynomial.polynomial.polyder(c)
-    d2 = np.polynomial.polynomial.polyder(c, 2)
-    P = np.polynomial.polynomial.polyval
-    return (lambda q: P(q, c), lambda q: P(q, d1),
-            lambda q: P(q, d2) + 0.0 * np.asarray(q, float))
-
-
-def theory(name: str, eta: float, steps: int, mode: str = "gd", c0=None) -> dict:
-    """The discrete DMFT (or its Euler twin) as per-neuron arrays over t_k = k eta."""
+def library_model(name: str, c0=None):
+    """The flow DMFT of a setting (symmetric, or general for an explicit a or C(0, 0))."""
     s = SETTINGS[name]
-    h, dh, d2h = poly(s["h"])
-    ph = gph = None
-    norm2 = 0.0
-    if s["target"]:
-        ph, gph, norm2 = (lambda v: float(h(v[0]))), (lambda v: np.array([dh(v[0])])), float(h(1.0))
+    tgt = dj.target("same", list(s["h"])) if s["target"] else None
     if s["a"] is None and c0 is None:
-        sol = ref.solve_symmetric(h, dh, d2h, ph, gph, norm2, s["tau"], s["alpha_bar"], M, 1.0,
-                                  eta, steps, freeze_a=s["freeze"], mode=mode)
-        ex = ref.to_neurons(sol, M)
-        a, C0 = ex["a"], ex["C0"]
-        v = np.repeat(sol["v"][:, None, 0], M, 1)
-    else:
-        a0 = np.ones(M) if s["a"] is None else np.asarray(s["a"])
-        sol = ref.solve_general(h, dh, d2h, ph, gph, norm2, s["tau"], s["alpha_bar"], a0,
-                                np.eye(M) if c0 is None else c0, None, eta, steps,
-                                freeze_a=s["freeze"], mode=mode)
-        a, C0, v = sol["a"], sol["C"][:, 0], sol["v"][..., 0]
-    return dict(t=sol["t"], a_i=a, a=a.mean(1), C0=C0,
-                C_d0=np.diagonal(C0, axis1=1, axis2=2).mean(1), v=v, e_tr=sol["e_tr"],
-                e_ts=sol["e_ts"], diverged=sol["diverged"])
-
-
-def library_model(name: str):
-    s = SETTINGS[name]
-    tgt = make_target("same", list(s["h"])) if s["target"] else None
-    if s["a"] is None:
         return dj.symmetric_dmft(list(s["h"]), tgt, tau=s["tau"], alpha=s["alpha_bar"] / M, m=M,
                                  a0=1.0, freeze_a=s["freeze"])
-    return dj.general_dmft(list(s["h"]), tgt, tau=s["tau"], a=list(s["a"]), C=np.eye(M),
-                           alpha_bar=s["alpha_bar"], freeze_a=s["freeze"])
+    a = np.ones(M) if s["a"] is None else np.asarray(s["a"])
+    return dj.general_dmft(list(s["h"]), tgt, tau=s["tau"], a=a,
+                           C=np.eye(M) if c0 is None else c0, alpha_bar=s["alpha_bar"],
+                           freeze_a=s["freeze"])
 
 
-def _library_solve(model, dt, steps) -> dict:
-    sol = dj.solve(model, dj.TimeGrid(dt, steps))
-    if isinstance(model.algebra, dj.Symmetric):
+def _neurons(sol, symmetric: bool) -> dict:
+    """Per-neuron arrays of a library solution: a (T, m), C0 (T, m, m) = C(t, 0), v (T, m)."""
+    if symmetric:
         a = np.repeat(np.asarray(sol.a)[:, None], M, 1)
         cd = np.asarray(sol.C_d)[:, 0]
         co = np.asarray(sol.C_o)[:, 0]
@@ -132,13 +106,29 @@ def _library_solve(model, dt, steps) -> dict:
                 e_tr=np.asarray(sol.e_tr), e_ts=np.asarray(sol.e_ts))
 
 
+def theory(name: str, eta: float, steps: int, mode: str = "gd", c0=None) -> dict:
+    """The discrete DMFT of GD (`dj.DiscreteGD`, the library model) or, with mode="euler", the
+    flow's Euler scheme at step eta, as per-neuron arrays over t_k = k eta; `diverged`: the
+    divergence step (-1 if none), `rise`: the edge of stability (first rise of e_tr, -1)."""
+    model = library_model(name, c0)
+    symmetric = isinstance(model.algebra, dj.Symmetric)
+    if mode == "gd":
+        model = dj.DiscreteGD(model)
+    sol = dj.solve(model, dj.TimeGrid(eta, steps), throw=False)
+    out = _neurons(sol, symmetric)
+    bad = int(dj.divergence_step(sol))
+    e = out["e_tr"] if bad < 0 else out["e_tr"][: bad + 1]
+    out.update(t=np.asarray(sol.t), diverged=bad, rise=int(dj.edge_of_stability_step(e)))
+    return out
+
+
 def flow(name: str, eta: float, steps: int, dt_max: float = 0.05) -> dict:
     """Gradient-flow DMFT at t_k = k eta: Euler at dt and dt/2, Richardson-extrapolated."""
     r = int(np.ceil(eta / dt_max - 1e-9))
-    model = library_model(name)
-    coarse = _library_solve(model, eta / r, r * steps)
-    fine = _library_solve(model, eta / (2 * r), 2 * r * steps)
-    out = {k: 2 * fine[k][:: 2 * r] - coarse[k][::r] for k in coarse}
+    coarse = theory(name, eta / r, r * steps, mode="euler")
+    fine = theory(name, eta / (2 * r), 2 * r * steps, mode="euler")
+    out = {k: 2 * fine[k][:: 2 * r] - coarse[k][::r]
+           for k in ("a_i", "a", "C0", "C_d0", "v", "e_tr", "e_ts")}
     out["t"] = eta * np.arange(steps + 1)
     return out
 
@@ -156,7 +146,7 @@ def cache_dir() -> pathlib.Path:
 def gaussian_model(name: str, d: int):
     s = SETTINGS[name]
     n = int(round(s["alpha_bar"] * d))
-    tgt = make_target("same", list(s["h"])) if s["target"] else None
+    tgt = dj.target("same", list(s["h"])) if s["target"] else None
     if s["a"] is None:
         return dj.gaussian_model(list(s["h"]), tgt, tau=s["tau"], d=d, n=n, m=M, a0=1.0,
                                  freeze_a=s["freeze"])
@@ -293,16 +283,11 @@ def lr_study(t_end=2.0, etas=(0.2, 0.1, 0.05, 0.025, 0.0125)):
     return out
 
 
-def diverges(e_tr):
-    e = np.asarray(e_tr, float)
-    return bool(np.any(~np.isfinite(e)) or np.any(e > 1e3 * (1.0 + e[0])))
-
-
-def first_rise(e_tr, tol=0.0):
-    """First step k at which e_tr(k) > e_tr(k - 1) (the end of monotone descent), or None."""
-    e = np.asarray(e_tr, float)
-    up = np.flatnonzero(np.diff(e) > tol * np.abs(e[:-1]))
-    return int(up[0]) + 1 if up.size else None
+def first_rise(e_tr):
+    """The edge of stability of a curve (`dj.edge_of_stability_step`: first step k at which
+    e_tr rises), or None."""
+    k = int(dj.edge_of_stability_step(np.asarray(e_tr, float)))
+    return k if k >= 0 else None
 
 
 def bisect_eta(pred, lo, hi, tol=1e-3):
@@ -320,16 +305,14 @@ def thresholds(horizon=STEPS):
     the eta above which every grid point diverges (divergence is intermittent in between)."""
     out = {}
     grid = np.round(np.arange(6.0, 14.0 + 1e-9, 0.1), 2)
-    with np.errstate(all="ignore"):
-        for K in (horizon, 2 * horizon):
-            out["rise", K] = bisect_eta(lambda e: first_rise(theory("judged", e, K)["e_tr"])
-                                        is not None, 0.5, 4.0)
-            div = np.array([diverges(theory("judged", e, K)["e_tr"]) for e in grid])
-            out["div", K] = float(grid[np.argmax(div)])
-            stable = np.flatnonzero(~div)
-            out["all", K] = float(grid[stable[-1] + 1]) if stable.size and stable[-1] + 1 < grid.size \
-                else float("nan")
-            out["pattern", K] = "".join("X" if x else "." for x in div)
+    for K in (horizon, 2 * horizon):
+        out["rise", K] = bisect_eta(lambda e: theory("judged", e, K)["rise"] >= 0, 0.5, 4.0)
+        div = np.array([theory("judged", e, K)["diverged"] >= 0 for e in grid])
+        out["div", K] = float(grid[np.argmax(div)])
+        stable = np.flatnonzero(~div)
+        out["all", K] = float(grid[stable[-1] + 1]) if stable.size and stable[-1] + 1 < grid.size \
+            else float("nan")
+        out["pattern", K] = "".join("X" if x else "." for x in div)
     return out
 
 
@@ -338,16 +321,15 @@ def stability_study(grid, d_sims, R, seeds=8, horizon=STEPS):
     rng = np.random.default_rng(5)
     rows = []
     for eta in grid:
-        with np.errstate(all="ignore"):
-            th = theory("judged", eta, horizon)
-            th40 = theory("judged", eta, 2 * horizon)
-            seeded = []
-            for _ in range(seeds):
-                W = rng.standard_normal((M, 200))
-                W /= np.linalg.norm(W, axis=1, keepdims=True)
-                seeded.append(diverges(theory("judged", eta, horizon, c0=W @ W.T)["e_tr"]))
-        row = dict(eta=eta, th=diverges(th["e_tr"]), th40=diverges(th40["e_tr"]),
-                   rise=first_rise(th["e_tr"]), seeded=float(np.mean(seeded)))
+        th = theory("judged", eta, horizon)
+        th40 = theory("judged", eta, 2 * horizon)
+        seeded = []
+        for _ in range(seeds):
+            W = rng.standard_normal((M, 200))
+            W /= np.linalg.norm(W, axis=1, keepdims=True)
+            seeded.append(theory("judged", eta, horizon, c0=W @ W.T)["diverged"] >= 0)
+        row = dict(eta=eta, th=th["diverged"] >= 0, th40=th40["diverged"] >= 0,
+                   rise=th["rise"] if th["rise"] >= 0 else None, seeded=float(np.mean(seeded)))
         for d in d_sims:
             if d >= 400 and eta not in (8.0, 12.0, 16.0, 20.0):
                 row[f"sim{d}"], row[f"rise{d}"] = float("nan"), None
@@ -363,22 +345,231 @@ def stability_study(grid, d_sims, R, seeds=8, horizon=STEPS):
     return rows
 
 
+# ------------------------------------------------------------------------------ networks
+#: Real networks of the two settings: the activation realizing h (Hermite coefficients
+#: sqrt(c_p)), i.e. sigma(x) = sqrt(0.1) x + (x^2 - 1)/2 for the judged setting.
+NET_SETTINGS = {"judged": dict(h=[0.0, 0.1, 0.5], target="none", tau=1.0, alpha=1.5 / M),
+                "target": dict(h=[0.0, 0.9, 0.5], target="same", tau=0.3, alpha=0.3)}
+NET_OBS = ("a", "C_d0", "C_o", "e_tr", "e_ts", "v")
+
+
+def networks(name: str, d: int, etas, seeds: int, steps: int = STEPS, seed: int = 0) -> dict:
+    """Run (or load) `seeds` networks per step eta = lr d/n of a setting, trained by full-batch
+    projected GD on the sphere with `dj.sweep` (which also solves the GD DMFT of each grid
+    point); the same seeds (data, W(0)) at every eta. Returns {eta: arrays}."""
+    s = NET_SETTINGS[name]
+    n = int(round(s["alpha"] * M * d))
+    out = {}
+    for eta in etas:
+        path = cache_dir() / f"net_{name}_d{d}_eta{eta:g}_S{seeds}_K{steps}_s{seed}.npz"
+        if path.exists():
+            out[eta] = dict(np.load(path))
+            continue
+        prob = dj.problem(s["h"], s["target"])
+        t0 = time.perf_counter()
+        res = dj.sweep(prob, m=M, d=d, steps=steps, record_every=1, seeds=seeds, seed=seed,
+                       a0=1.0, lr=[eta * n / d], tau=s["tau"], alpha=s["alpha"], batch=0,
+                       projection="sphere", dmft=True)
+        pt = res.point()
+        arr = {k: np.asarray(v) for k, v in pt.items()}
+        arr["wall"] = np.float64(time.perf_counter() - t0)
+        arr["dmft_dynamics"] = np.asarray(res.params["dmft_dynamics"])
+        np.savez(path, **arr)
+        print(f"  networks {name} d={d} eta={eta:g}: {seeds} runs, {float(arr['wall']):.0f} s, "
+              f"{int(arr['diverged'].sum())} diverged", flush=True)
+        out[eta] = arr
+    return out
+
+
+def net_stats(arr: dict, name: str) -> tuple:
+    """Mean and standard error over the runs that did not diverge (T,)."""
+    ok = ~arr["diverged"]
+    x = np.asarray(arr[name], float)[ok]
+    return x.mean(0), x.std(0, ddof=1) / np.sqrt(max(x.shape[0], 1))
+
+
+def network_study(ds, seeds, etas=ETAS, target_ds=(100, 200), target_seeds=200):
+    """Study 5: real networks (the trainer, full-batch GD) on the axes of study 1, and the
+    single-index setting at eta = 0.5, 1."""
+    judged = {d: networks("judged", d, etas, seeds[d]) for d in ds}
+    target = {d: networks("target", d, (0.5, 1.0), target_seeds) for d in target_ds}
+    return dict(judged=judged, target=target)
+
+
+def step_effect(series: dict, etas, t: float, paired=True):
+    """X_eta(t) - X_0.1(t) for the observables (theory: arrays; runs: paired over seeds, with
+    the standard error of the paired difference). series[eta][obs] is (T,) or (S, T)."""
+    base = min(etas)
+    out = {}
+    for eta in etas:
+        if eta == base:
+            continue
+        k, k0 = int(round(t / eta)), int(round(t / base))
+        for o in ("a", "C_d0", "e_tr", "e_ts"):
+            x, x0 = np.asarray(series[eta][o], float), np.asarray(series[base][o], float)
+            if x.ndim == 1:
+                out[eta, o] = (x[k] - x0[k0], 0.0)
+            else:
+                ok = series[eta]["ok"] & series[base]["ok"]
+                diff = x[ok, k] - x0[ok, k0]
+                out[eta, o] = (diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size))
+    return out
+
+
+# ------------------------------------------------------------------------------ sweep
+SWEEP_ETAS = (1.0, 1.25, 1.5, 1.75, 2.0, 3.0, 4.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0, 14.0, 16.0,
+              18.0, 20.0, 25.0, 30.0, 40.0)
+
+
+def _median_step(steps) -> float:
+    steps = np.asarray(steps)
+    steps = steps[steps >= 0]
+    return float(np.median(steps)) if steps.size else float("nan")
+
+
+def divergence_sweep(etas=SWEEP_ETAS, d=200, R=40, seeds=40, steps=STEPS, chunk=5):
+    """Study 6: a sweep over lr across the divergence threshold (judged setting): the GD DMFT
+    of every grid point (`dj.sweep`: diverged, divergence step, edge of stability), the
+    Gaussian-model simulation (`dj.simulate`, R realizations at d) and real networks (the same
+    sweep, `seeds` runs at d)."""
+    s = NET_SETTINGS["judged"]
+    n = int(round(s["alpha"] * M * d))
+    prob = dj.problem(s["h"], s["target"])
+    path = cache_dir() / f"sweep_judged_d{d}_S{seeds}_K{steps}.npz"
+    if path.exists():
+        res = dj.SweepResult.load(path)
+    else:
+        parts = []
+        for i in range(0, len(etas), chunk):
+            lrs = [e * n / d for e in etas[i:i + chunk]]
+            parts.append(dj.sweep(prob, m=M, d=d, steps=steps, record_every=1, seeds=seeds,
+                                  seed=7, a0=1.0, lr=lrs, tau=s["tau"], alpha=s["alpha"],
+                                  batch=0, projection="sphere", dmft=True))
+        first = parts[0]
+        cat = lambda xs, ax: np.concatenate(xs, axis=ax)  # noqa: E731
+        res = dj.SweepResult(
+            axes=dict(first.axes, lr=cat([p.axes["lr"] for p in parts], 0)),
+            t=cat([p.t for p in parts], 1),
+            experiment={k: cat([p.experiment[k] for p in parts], 2) for k in first.experiment},
+            dmft={k: cat([p.dmft[k] for p in parts], 1) for k in first.dmft},
+            params=first.params)
+        res.save(path)
+    rows = []
+    for j, eta in enumerate(etas):
+        pt = res.point(lr=float(res.axes["lr"][j]))
+        th = theory("judged", eta, steps)
+        raw = simulate("judged", d, eta, R, steps=steps, seed=123, quiet=True)
+        sim_bad = np.asarray(raw["diverged"])
+        sim_div = np.array([_sim_divergence_step(raw, r) for r in range(R)])
+        sim_rise = np.array([_rise_before(raw["e_tr"][r], sim_div[r]) for r in range(R)])
+        med = np.median(raw["e_tr"], 0)
+        dep = np.flatnonzero(np.abs(med - th["e_tr"]) > 0.1 * np.abs(th["e_tr"]) + 0.02)
+        rows.append(dict(
+            eta=eta, th_div=int(pt["dmft_divergence_step"]), th_rise=int(pt["dmft_rise_step"]),
+            th_div_lib=th["diverged"], th_e=th["e_tr"], sim_median=med,
+            sim_frac=float(sim_bad.mean()), sim_div_step=_median_step(sim_div),
+            sim_rise_frac=float(np.mean(sim_rise >= 0)), sim_rise=_median_step(sim_rise),
+            departure=int(dep[0]) if dep.size else None,
+            net_frac=float(np.mean(pt["diverged"])), net_div_step=_median_step(pt["divergence_step"]),
+            net_rise_frac=float(np.mean(pt["rise_step"] >= 0)), net_rise=_median_step(pt["rise_step"])))
+        r = rows[-1]
+        print(f"  sweep eta={eta:g}: theory div {r['th_div']} rise {r['th_rise']} | sim "
+              f"{r['sim_frac']:.2f} rise {r['sim_rise']} dep {r['departure']} | networks "
+              f"{r['net_frac']:.2f} rise {r['net_rise']}", flush=True)
+    return rows
+
+
+def _sim_divergence_step(raw, r) -> int:
+    """The first step of realization r that breaks the divergence rule of the simulator (and
+    of the DMFT): a non-finite e_tr or a, or e_tr grown beyond 1e3 (1 + e_tr(0)); -1 if none."""
+    e, a = np.asarray(raw["e_tr"][r], float), np.asarray(raw["a"][r], float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = ~np.isfinite(e) | (e > 1e3 * (1 + abs(e[0]))) | ~np.all(np.isfinite(a), axis=-1)
+    return int(np.argmax(bad)) if bad.any() else -1
+
+
+def _rise_before(e, bad) -> int:
+    e = np.asarray(e, float)
+    return int(dj.edge_of_stability_step(e if bad < 0 else e[: bad + 1]))
+
+
+def chaos_study(etas=(4.0, 8.0, 12.0, 16.0, 20.0), ds=(1e2, 1e4, 1e6, 1e8), seeds=4,
+                steps=STEPS):
+    """Study 6b: how long a system of finite d follows the d = infinity trajectory. The general
+    GD DMFT started from the Gram matrix of m random unit vectors in R^d (off-diagonal entries
+    ~ d^-1/2: the symmetry breaking of a finite system) against the symmetric one: the first
+    step at which e_tr differs by more than 10%."""
+    rng = np.random.default_rng(11)
+    out = {}
+    for eta in etas:
+        base = theory("judged", eta, steps)["e_tr"]
+        for d in ds:
+            ks = []
+            for _ in range(seeds):
+                W = rng.standard_normal((M, 1000))
+                W /= np.linalg.norm(W, axis=1, keepdims=True)
+                C = np.eye(M) + (W @ W.T - np.eye(M)) * np.sqrt(1000.0 / d)
+                e = theory("judged", eta, steps, c0=C)["e_tr"]
+                with np.errstate(invalid="ignore", over="ignore"):
+                    dev = np.flatnonzero(~(np.abs(e - base) <= 0.1 * np.abs(base)))
+                ks.append(int(dev[0]) if dev.size else None)
+            out[eta, d] = ks
+    return out
+
+
 # ------------------------------------------------------------------------------ report
 NOTES = """## Reading (details and derivation: docs/discrete_gd.md)
 
 - Section 1: the mean differences vanish like 1/d and their d = infinity offset b is
-  consistent with 0 for the discrete DMFT, not for the flow. The k = 1 bias of a is analytic:
+  consistent with 0 for the discrete DMFT, not for the flow (which passes at eta = 0.1 only for
+  e_tr and e_ts). The k = 1 bias of a is analytic:
   E a_i(t_1) - a_i^GD(t_1) = -eta (alpha_bar/m^2) sum_{l != i} a_l h''(0)/(2d) = -0.141 eta/d
-  (random initial overlaps, E C_ij(0,0)^2 = 1/d), matching the fitted c = -0.140/-0.070/-0.035.
+  (random initial overlaps, E C_ij(0,0)^2 = 1/d), matching the fitted c = -0.140/-0.070/-0.035
+  (and -0.014 at eta = 0.1).
 - Section 2, target at eta = 1: the mean e_tr(20) is carried by the ~13% of realizations that
   cross the edge of stability a few steps before the theory does (theory: e_tr rises from
   k = 21); the median equals the theory.
-- Section 4: the first rise of e_tr (edge of stability) agrees between theory and simulation
-  within one step at every eta. Divergence does not at 8 <= eta <= 25: the d = infinity
-  symmetric theory diverges through a collapse of the neurons (C_o(k,k) -> 1) that finite
-  systems escape because the symmetric trajectory is unstable to their O(d^-1/2) symmetry
-  breaking; the simulations approach the theory only slowly with d (eta = 20: 0.38, 0.69, 0.81
-  diverged at d = 100, 200, 400).
+- Sections 4 and 6: two markers of instability. The edge of stability (the first step at which
+  e_tr rises, `dj.edge_of_stability_step`) agrees between the d = infinity theory and the
+  Gaussian model at every grid point (same step for eta <= 12, within 1-2 steps beyond); the
+  largest step without a rise in 20 steps is 1.525 in theory and between 1.5 and 1.75 in the
+  simulations. The divergence verdict agrees at 15 of 20 grid points: where nothing diverges
+  (eta <= 7, and 10) and where the simulations diverge too (eta >= 18), but not at
+  eta = 8, 9, 12, 14, 16. Why: beyond the edge of stability GD is chaotic. The theory's route to
+  divergence is a slow collapse of the neurons onto one direction (C_o(k,k) -> 1, after which
+  the second layer blows up), reached after 7-18 steps; a finite system follows the d =
+  infinity trajectory only until its O(d^-1/2) fluctuations have been amplified to O(1): the
+  median simulated e_tr leaves the theory after 2-3 steps at eta >= 8 ('departure'), and the
+  GD DMFT itself, started from the symmetry breaking of d random unit vectors (6b), leaves the
+  symmetric trajectory after ~3 steps at d = 100 and ~1.5-2 steps later per factor 100 in d
+  (an amplification ~e per step), so the d = infinity divergence at step 10-15 is seen only at
+  astronomically large d. Where the theory diverges within a few steps of its edge (eta >= 18)
+  the simulations diverge as well (0.62-1.00 of the realizations). The command line therefore
+  reports the edge of stability next to every divergence (solve/grad JSON, sweep and experiment
+  files) and says in the divergence line that finite-d systems follow the theory only for
+  ~ln(d)/2 steps beyond the edge.
+- Section 5, real networks: at eta <= 0.5 and early times the networks follow the GD DMFT as
+  closely as the Gaussian model does (t <= 1: a, C_d(t,0), e_ts within 0.001-0.01), and the
+  finite-step effect on a, C_d(t,0) and e_ts at fixed t survives almost entirely (ratio to the
+  theory 0.94-1.08; C_d(t,0) at t = 1, eta = 1: 1.47). The train error does not: it responds to
+  a larger step less at t = 1 (ratio ~0.5) and more at t = 2 (2-4x), and the networks reach the
+  edge of stability much earlier: e_tr rises within 20 steps in 94-100% of the runs already at
+  eta = 1 (d = 100-400; theory and Gaussian model: from eta ~ 1.5), and more than half of the
+  networks diverge from eta = 1.5 (Gaussian model: from eta ~ 18). The reason is not universal
+  physics but the curvature: the largest eigenvalue of the first-layer Hessian (tangent to the
+  sphere) at initialization is 1.3-1.6 for the networks (median over 8 draws: 1.27, 1.34, 1.62,
+  1.57, 1.56 at d = 100, 200, 400, 800, 1600) against 0.62-0.66 for the Gaussian model at
+  d = 200 (power iteration on Hessian-vector products; measured apart with the private
+  helpers `dmft_jax._train.setup` and `dmft_jax._gaussian_model.realize`, not part of this
+  script). GD is linearly stable only for lr lambda_max < 2, i.e. eta < 2 d/(n lambda_max) =
+  ~0.85-1.05 for the networks and ~2.1 for the Gaussian model: the Hessian's top (outliers
+  from samples with large pre-activations, which the Gaussian model does not have) is not
+  described by the DMFT, which describes the bulk of the dynamics. Below that step the theory
+  describes the finite-step effect of networks; above it, networks are less stable than the
+  theory predicts. In the single-index setting the networks at d = 100-200 already depart
+  from the theory (a, v, e_ts) at eta = 0.5 (the finite-d gap of real networks, which
+  benchmarks/gap_study.py measures for the flow); at eta = 1 they pass the edge of stability
+  (e_tr(5) = 0.20 against 0.03).
 """
 
 
@@ -386,15 +577,15 @@ def fmt(x, p=4):
     return f"{x:.{p}f}"
 
 
-def report(args, ds, counts, judged, others, lrs, stab, thr, wall) -> str:
+def report(args, ds, counts, judged, others, lrs, stab, thr, wall, extra=()) -> str:
     th, fl, st, rows = judged
     d0 = 200 if 200 in ds else ds[len(ds) // 2]
     L = ["# Exact DMFT of discrete-time projected GD against the Gaussian-model simulator", "",
          f"Generated by `python benchmarks/discrete_gd_validation.py{' --quick' if args.quick else ''}` "
          f"on {datetime.date.today().isoformat()} ({platform.node()}, {os.cpu_count()} CPU cores, "
          f"JAX {jax.__version__} {jax.default_backend().upper()}; this run {wall / 60:.0f} min, "
-         f"simulations {SIM_WALL[0] / 60:.0f} min when first run, cached in out/discrete_gd/). Theory: `tests/reference/discrete_gd_numpy.py` (docs/discrete_gd.md "
-         "[G.1]-[G.12]); flow: `dmft_jax.solve` (spec section 6) at dt <= 0.05 and dt/2, "
+         f"simulations {SIM_WALL[0] / 60:.0f} min when first run, cached in out/discrete_gd/). Theory: the library's `dj.DiscreteGD` (docs/discrete_gd.md "
+         "[G.1]-[G.12]; equal to the NumPy reference `tests/reference/discrete_gd_numpy.py` to 1e-13, tests/test_discrete_gd.py); flow: `dmft_jax.solve` (spec section 6) at dt <= 0.05 and dt/2, "
          "Richardson-extrapolated, at the same t_k = k eta. Simulation: `dmft_jax.simulate` "
          "(float32, full-batch projected GD, lr = eta n/d), means and standard errors (se) by the "
          "control-variate estimator `Simulation.mean_and_error(controls=True)`.", ""]
@@ -539,8 +730,263 @@ def report(args, ds, counts, judged, others, lrs, stab, thr, wall) -> str:
                   f"intermittent, at every grid point from eta = {thr['all', 20]:.1f}: "
                   f"`{thr['pattern', 20]}`; within 40 steps first at {thr['div', 40]:.1f}, always "
                   f"from {thr['all', 40]:.1f}: `{thr['pattern', 40]}`."]
+    L += list(extra)
     L += ["", NOTES]
     return "\n".join(L) + "\n"
+
+
+def _sim_series(raw) -> dict:
+    """Per-realization series of a cached simulation in the names of the networks."""
+    return dict(a=raw["a"].mean(-1), C_d0=np.diagonal(raw["C0"], axis1=-2, axis2=-1).mean(-1),
+                e_tr=raw["e_tr"], e_ts=raw["e_ts"], ok=~np.asarray(raw["diverged"]))
+
+
+def _net_series(arr) -> dict:
+    return dict(a=arr["a"], C_d0=arr["C_d0"], e_tr=arr["e_tr"], e_ts=arr["e_ts"],
+                ok=~arr["diverged"])
+
+
+def report_networks(net, judged, ds, counts, target_R=100) -> list:
+    """Section 5: real networks against the GD DMFT, the flow and the Gaussian model."""
+    th, fl, st, _ = judged
+    J = net["judged"]
+    nd = list(J)
+    L = ["", "## 5. Real networks (the trainer, full-batch projected GD on the sphere)", "",
+         "Two-layer networks f(x) = (1/m) sum_i a_i sigma(<w_i, x>) with sigma(x) = sqrt(0.1) x "
+         "+ (x^2 - 1)/2 (so h = q/10 + q^2/2), pure-noise labels (tau = 1), m = 4, n = 1.5 d "
+         "Gaussian inputs, a0 = 1, W(0) iid on the sphere, trained by `dj.sweep(..., batch=0, "
+         "projection=\"sphere\")` (which solves the GD DMFT of the same grid point; it equals "
+         "the theory column to rounding). Runs: "
+         + ", ".join(f"{J[d][ETAS[0]]['e_tr'].shape[0]} at d = {d}" for d in nd)
+         + " (the same seeds, i.e. the same data and W(0), at every step). Means +- se over the "
+         "runs that did not diverge; Gaussian model: the control-variate means of section 1.", "",
+         "### 5.1 Means against t (judged setting)", "",
+         "| eta | k | t | obs | " + " | ".join(f"networks d={d}" for d in nd)
+         + " | Gaussian d=200 | GD DMFT | flow DMFT |",
+         "|---|---|---|---|" + "---|" * len(nd) + "---|---|---|"]
+    for eta in ETAS:
+        for k in (1, 5, 20):
+            for o in OBS:
+                cells = []
+                for d in nd:
+                    mu, se = net_stats(J[d][eta], o)
+                    cells.append(f"{mu[k]:.4f} +- {se[k]:.4f}")
+                g = st[200, eta] if (200, eta) in st else None
+                sim = f"{g[o][k]:.4f}" if g is not None else "-"
+                L.append(f"| {eta:g} | {k} | {eta * k:g} | {o} | " + " | ".join(cells)
+                         + f" | {sim} | {th[eta][o][k]:.4f} | {fl[eta][o][k]:.4f} |")
+    # 5.2 step effect
+    L += ["", "### 5.2 How much of the finite-step effect survives outside the Gaussian model", "",
+          f"Delta(eta) = X(eta; t) - X(eta = {min(ETAS):g}; t) at the same time t: the change "
+          "that a larger step makes at fixed t. Theory: the GD DMFT (and, for reference, the "
+          "GD DMFT minus the flow, the whole finite-step effect); Gaussian model (d = 200) and "
+          "networks: paired differences over the same realizations/seeds (+- se). 'ratio' = "
+          "Delta(networks, largest d) / Delta(GD DMFT).", "",
+          "| t | eta | obs | GD DMFT - flow | Delta GD DMFT | Delta Gaussian d=200 | "
+          + " | ".join(f"Delta networks d={d}" for d in nd) + " | ratio |",
+          "|---|---|---|---|---|---|" + "---|" * len(nd) + "---|"]
+    gser = {eta: _sim_series(simulate("judged", 200, eta, counts[200], seed=10 * list(ds).index(200),
+                                      quiet=True)) for eta in ETAS} if 200 in ds else None
+    effects = {}
+    for t in (1.0, 2.0):
+        eth = step_effect({e: th[e] for e in ETAS}, ETAS, t)
+        egs = step_effect(gser, ETAS, t) if gser else {}
+        enet = {d: step_effect({e: _net_series(J[d][e]) for e in ETAS}, ETAS, t) for d in nd}
+        effects[t] = (eth, egs, enet)
+        for eta in ETAS[1:]:
+            k = int(round(t / eta))
+            for o in OBS:
+                x = eth[eta, o][0]
+                whole = th[eta][o][k] - fl[eta][o][k]
+                g = egs.get((eta, o))
+                cells = [f"{enet[d][eta, o][0]:+.4f} +- {enet[d][eta, o][1]:.4f}" for d in nd]
+                big = enet[nd[-1]][eta, o][0]
+                L.append(f"| {t:g} | {eta:g} | {o} | {whole:+.4f} | {x:+.4f} | "
+                         + (f"{g[0]:+.4f} +- {g[1]:.4f}" if g else "-") + " | "
+                         + " | ".join(cells) + f" | {big / x if abs(x) > 1e-12 else float('nan'):.2f} |")
+    # 5.3 target
+    T = net["target"]
+    L += ["", "### 5.3 Single-index setting (h = phihat = 0.9q + q^2/2, tau = 0.3, alpha = 0.3)", "",
+          "Networks with sigma = sqrt(0.9) x + (x^2 - 1)/2 and phi = sigma(<u, x>), the Gaussian "
+          "model of section 2 (d = 100/200), the GD DMFT and the flow, at k = 5 and 20.", "",
+          "| eta | k | obs | " + " | ".join(f"networks d={d}" for d in T)
+          + " | Gaussian d=200 | GD DMFT | flow DMFT |",
+          "|---|---|---|" + "---|" * len(T) + "---|---|---|"]
+    for eta in (0.5, 1.0):
+        tht, flt = theory("target", eta, STEPS), flow("target", eta, STEPS)
+        graw = simulate("target", 200, eta, target_R, seed=207, quiet=True)
+        gst = sim_stats(graw)
+        for k in (5, 20):
+            for o in ("a", "C_d0", "v", "e_tr", "e_ts"):
+                cells = []
+                for d in T:
+                    mu, se = net_stats(T[d][eta], o)
+                    cells.append(f"{mu[k]:.4f} +- {se[k]:.4f}")
+                thv = tht["v"][:, 0] if o == "v" else tht[o]
+                flv = flt["v"][:, 0] if o == "v" else flt[o]
+                gv = gst["v"].mean(-1) if o == "v" else gst[o]
+                L.append(f"| {eta:g} | {k} | {o} | " + " | ".join(cells)
+                         + f" | {gv[k]:.4f} | {thv[k]:.4f} | {flv[k]:.4f} |")
+    # 5.4 edge of stability of the networks at the steps of section 1
+    L += ["", "### 5.4 Edge of stability of the networks (judged setting)", "",
+          "Fraction of runs whose full-batch train loss rises within 20 steps (`rise_step` of "
+          "the trainer) and the median step; the GD DMFT and the Gaussian model (d = 200) do not "
+          "rise at these steps (their edge is at eta ~ 1.5, section 6).", "",
+          "| eta | " + " | ".join(f"networks d={d}: risen, median step" for d in nd) + " |",
+          "|---|" + "---|" * len(nd)]
+    for eta in ETAS:
+        cells = []
+        for d in nd:
+            r = np.asarray(J[d][eta]["rise_step"])
+            cells.append(f"{np.mean(r >= 0):.2f}, {_median_step(r):g}")
+        L.append(f"| {eta:g} | " + " | ".join(cells) + " |")
+    return L, effects
+
+
+def report_sweep(rows, chaos, thr, d=200) -> list:
+    """Section 6: the sweep over lr across the divergence threshold; 6b the chaos horizon."""
+    L = ["", "## 6. A sweep over lr across the divergence threshold (judged setting, 20 steps)", "",
+         f"One `dj.sweep` over lr = eta n/d (d = {d}, full-batch GD, 40 networks per point), "
+         "whose GD DMFT marks every grid point (`dmft_diverged`, `dmft_divergence_step`, "
+         "`dmft_rise_step`), against `dj.simulate` (Gaussian model, d = 200, 40 realizations per "
+         "point) and the networks of the same sweep. Diverged: the one rule of the project "
+         "(non-finite, |C| > 1 for the theory, e_tr > 1e3 (1 + e_tr(0))); a simulation or "
+         "network grid point counts as diverged when more than half of its runs diverged, and as "
+         "unstable when more than half passed the edge of stability (e_tr rises). 'departure': "
+         "the first step at which the median simulated e_tr leaves the theory by more than "
+         "10% + 0.02.", "",
+         "| eta | GD DMFT: diverges at step | edge of stability | Gaussian: diverged | median "
+         "div. step | risen | median rise step | departure | networks: diverged | median div. "
+         "step | risen | median rise step | div. agrees | edge agrees |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    agree_div = agree_rise = 0
+    for r in rows:
+        th_div, th_rise = r["th_div"] >= 0, r["th_rise"] >= 0
+        a_div = th_div == (r["sim_frac"] > 0.5)
+        a_rise = th_rise == (r["sim_rise_frac"] > 0.5)
+        agree_div += a_div
+        agree_rise += a_rise
+        L.append(f"| {r['eta']:g} | {r['th_div'] if th_div else '-'} | "
+                 f"{r['th_rise'] if th_rise else '-'} | {r['sim_frac']:.2f} | "
+                 f"{r['sim_div_step']:g} | {r['sim_rise_frac']:.2f} | {r['sim_rise']:g} | "
+                 f"{r['departure'] if r['departure'] is not None else '-'} | {r['net_frac']:.2f} | "
+                 f"{r['net_div_step']:g} | {r['net_rise_frac']:.2f} | {r['net_rise']:g} | "
+                 f"{'yes' if a_div else '**no**'} | {'yes' if a_rise else '**no**'} |")
+    n = len(rows)
+    bad = [r["eta"] for r in rows if (r["th_div"] >= 0) != (r["sim_frac"] > 0.5)]
+    L += ["", f"Same verdict, theory and Gaussian model: divergence at {agree_div} of {n} grid "
+          f"points (differs at eta = {', '.join(f'{e:g}' for e in bad) or 'none'}); edge of "
+          f"stability at {agree_rise} of {n}."]
+
+    def last_stable(key, frac=True):
+        ok = [r["eta"] for r in rows if (r[key] <= 0.5 if frac else r[key] < 0)]
+        return max(ok) if ok else float("nan")
+
+    def first_unstable(key, frac=True):
+        bad = [r["eta"] for r in rows if (r[key] > 0.5 if frac else r[key] >= 0)]
+        return min(bad) if bad else float("nan")
+
+    L += ["", "Largest stable step on the grid (predicted and simulated):", "",
+          "| marker | GD DMFT (d = infinity) | Gaussian model d = 200 | networks d = 200 |",
+          "|---|---|---|---|",
+          f"| edge of stability within 20 steps (last eta without / first with a rise) | "
+          f"{last_stable('th_rise', False):g} / {first_unstable('th_rise', False):g} (bisection: "
+          f"{thr.get(('rise', 20), float('nan')):.3f}) | {last_stable('sim_rise_frac'):g} / "
+          f"{first_unstable('sim_rise_frac'):g} | {last_stable('net_rise_frac'):g} / "
+          f"{first_unstable('net_rise_frac'):g} |",
+          f"| divergence within 20 steps (last eta without / first with) | "
+          f"{last_stable('th_div', False):g} / {first_unstable('th_div', False):g} (0.1 grid: "
+          f"first {thr.get(('div', 20), float('nan')):.1f}, always from "
+          f"{thr.get(('all', 20), float('nan')):.1f}) | {last_stable('sim_frac'):g} / "
+          f"{first_unstable('sim_frac'):g} | {last_stable('net_frac'):g} / "
+          f"{first_unstable('net_frac'):g} |"]
+    if chaos:
+        etas = sorted({e for e, _ in chaos})
+        dvals = sorted({d for _, d in chaos})
+        L += ["", "### 6b. How long a finite system follows the d = infinity trajectory", "",
+              "The general GD DMFT started from the Gram matrix of m = 4 random unit vectors "
+              "in R^d (off-diagonal entries ~ d^-1/2, the symmetry breaking of a finite system) "
+              "against the symmetric theory: the first step at which e_tr differs by more than "
+              "10% (4 seeds; '-': never within 20 steps).", "",
+              "| eta | " + " | ".join(f"d = {d:.0e}" for d in dvals) + " |",
+              "|---|" + "---|" * len(dvals)]
+        for e in etas:
+            L.append(f"| {e:g} | " + " | ".join(
+                ", ".join("-" if k is None else str(k) for k in chaos[e, d]) for d in dvals)
+                + " |")
+    return L
+
+
+def figure_study(path, judged, net, effects, rows, chaos):
+    """The figure of sections 5-6."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    th, fl, st, _ = judged
+    J = net["judged"]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 9))
+    eta = 1.0
+    for ax, o, lab in ((axes[0, 0], "e_tr", "e_tr(t)"), (axes[0, 1], "a", "a(t)")):
+        t = th[eta]["t"]
+        for d in J:
+            mu, se = net_stats(J[d][eta], o)
+            ax.errorbar(t, mu, 2 * se, fmt="o", ms=3, label=f"networks d={d}")
+        if (200, eta) in st:
+            ax.plot(t, st[200, eta][o], "k^", ms=4, mfc="none", label="Gaussian model d=200")
+        ax.plot(t, th[eta][o], "-", lw=1.4, label="GD DMFT")
+        ax.plot(t, fl[eta][o], "--", lw=1.0, label="flow DMFT")
+        if o == "e_tr":
+            ax.set_yscale("log")
+        ax.set(title=f"{lab}, eta = lr d/n = 1 (judged setting)", xlabel="t = k eta")
+    axes[0, 0].legend(fontsize=7)
+    ax = axes[0, 2]
+    eth, egs, enet = effects[2.0]
+    es = [e for e in ETAS if e != min(ETAS)]
+    for o, mk in (("a", "o"), ("e_tr", "s")):
+        ax.plot(es, [eth[e, o][0] for e in es], "-" + mk, label=f"{o}: GD DMFT")
+        if egs:
+            ax.plot(es, [egs[e, o][0] for e in es], ":" + mk, mfc="none", label=f"{o}: Gaussian d=200")
+        d = list(J)[-1]
+        ax.errorbar(es, [enet[d][e, o][0] for e in es], [2 * enet[d][e, o][1] for e in es],
+                    fmt="--" + mk, label=f"{o}: networks d={d}")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set(title=f"finite-step effect at t = 2: X(eta) - X({min(ETAS):g})", xlabel="eta")
+    ax.legend(fontsize=7)
+    ax = axes[1, 0]
+    et = [r["eta"] for r in rows]
+    ax.plot(et, [float(r["th_div"] >= 0) for r in rows], "k-o", label="GD DMFT (d = inf)")
+    ax.plot(et, [r["sim_frac"] for r in rows], ":^", label="Gaussian model d=200")
+    ax.plot(et, [r["net_frac"] for r in rows], "--s", label="networks d=200")
+    ax.set(xscale="log", xlabel="eta = lr d/n", ylabel="fraction diverged in 20 steps",
+           title="divergence")
+    ax.legend(fontsize=7)
+    ax = axes[1, 1]
+    nan = float("nan")
+    ax.plot(et, [r["th_rise"] if r["th_rise"] >= 0 else nan for r in rows], "k-o",
+            label="GD DMFT")
+    ax.plot(et, [r["sim_rise"] for r in rows], ":^", label="Gaussian d=200 (median)")
+    ax.plot(et, [r["net_rise"] for r in rows], "--s", label="networks d=200 (median)")
+    ax.plot(et, [r["th_div"] if r["th_div"] >= 0 else nan for r in rows], "r-x",
+            label="GD DMFT divergence step")
+    ax.set(xscale="log", xlabel="eta = lr d/n", ylabel="step",
+           title="edge of stability: first rise of e_tr")
+    ax.legend(fontsize=7)
+    ax = axes[1, 2]
+    if chaos:
+        for e in sorted({e for e, _ in chaos}):
+            ds_ = sorted({d for ee, d in chaos if ee == e})
+            med = [np.median([k if k is not None else STEPS + 1 for k in chaos[e, d]])
+                   for d in ds_]
+            ax.plot(np.log10(ds_), med, "-o", label=f"eta = {e:g}")
+        ax.axhline(STEPS, color="k", lw=0.6, ls=":")
+        ax.set(xlabel="log10 d", ylabel="step of 10% departure (21: none)",
+               title="symmetry breaking ~ d^-1/2 amplified by chaos")
+        ax.legend(fontsize=7)
+    else:
+        ax.axis("off")
+    fig.tight_layout()
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def figure(path, ds, judged, lrs, stab):
@@ -548,7 +994,7 @@ def figure(path, ds, judged, lrs, stab):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     th, fl, st, rows = judged
-    fig, axes = plt.subplots(4, 3, figsize=(13, 14))
+    fig, axes = plt.subplots(4, len(ETAS), figsize=(4.3 * len(ETAS), 14))
     d0 = 200 if 200 in ds else ds[-1]
     for col, eta in enumerate(ETAS):
         for row, (o, lab) in enumerate((("a", "a(t)"), ("C_d0", "C_d(t,0)"), ("e_tr", "e_tr(t)"))):
@@ -588,6 +1034,8 @@ def figure(path, ds, judged, lrs, stab):
     ax.set_xlabel("eta")
     ax.set_title("|GD DMFT - flow| at t = 2")
     ax.legend(fontsize=7)
+    for ax in axes[3, 3:]:
+        ax.axis("off")
     ax = axes[3, 2]
     if stab:
         etas_s = [r["eta"] for r in stab]
@@ -611,18 +1059,24 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-stability", action="store_true")
+    p.add_argument("--no-networks", action="store_true")
+    p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--report", default=str(ROOT / "benchmarks/results/discrete_gd.md"))
     p.add_argument("--figure", default=str(ROOT / "benchmarks/figures/discrete_gd.png"))
+    p.add_argument("--figure-study", default=str(ROOT / "benchmarks/figures/discrete_gd_study.png"))
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     if args.quick:
         ds, counts, counts_other = [50, 100], {50: 40, 100: 40}, {100: 20, 200: 10}
         grid, d_sims, R_stab = (2.0, 8.0, 20.0), (100,), 4
+        net_seeds, sweep_etas, chaos_ds = {50: 20, 100: 20}, (1.0, 2.0, 8.0, 20.0), (1e2, 1e6)
     else:
         ds, counts, counts_other = [100, 200, 400], {100: 400, 200: 400, 400: 80}, {100: 200, 200: 100}
         grid = (1.0, 1.25, 1.5, 1.75, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0,
                 25.0, 30.0)
         d_sims, R_stab = (100, 200, 400), 16
+        net_seeds, sweep_etas, chaos_ds = {100: 400, 200: 200, 400: 100}, SWEEP_ETAS, \
+            (1e2, 1e4, 1e6, 1e8)
     print("judged setting", flush=True)
     judged = judged_study(ds, counts, args.quick)
     print("other settings", flush=True)
@@ -631,11 +1085,26 @@ def main(argv=None) -> int:
     lrs = lr_study()
     stab = [] if args.no_stability else stability_study(grid, d_sims, R_stab)
     thr = {} if args.no_stability else thresholds()
+    extra, net, effects, rows, chaos = [], None, None, [], {}
+    if not args.no_networks:
+        print("networks", flush=True)
+        net = network_study(ds, net_seeds, target_ds=(100, 200) if not args.quick else (100,),
+                            target_seeds=200 if not args.quick else 20)
+        lines, effects = report_networks(net, judged, ds, counts, counts_other[200])
+        extra += lines
+    if not args.no_sweep:
+        print("sweep", flush=True)
+        rows = divergence_sweep(sweep_etas, R=40 if not args.quick else 8,
+                                seeds=40 if not args.quick else 8)
+        chaos = chaos_study(ds=chaos_ds)
+        extra += report_sweep(rows, chaos, thr)
     wall = time.perf_counter() - t0
-    text = report(args, ds, counts, judged, others, lrs, stab, thr, wall)
+    text = report(args, ds, counts, judged, others, lrs, stab, thr, wall, extra)
     pathlib.Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.report).write_text(text)
     figure(args.figure, ds, judged, lrs, stab)
+    if net is not None and rows:
+        figure_study(args.figure_study, judged, net, effects, rows, chaos)
     print(text)
     print(f"wrote {args.report}, {args.figure} ({wall:.0f} s)")
     return 0

@@ -64,6 +64,10 @@ from ._reduced import (
 )
 from ._results import RESULTS as RESULTS
 from ._solution import Solution as Solution
+from ._stability import (
+    divergence_step as divergence_step,
+    edge_of_stability_step as edge_of_stability_step,
+)
 from ._stepper import (
     AbstractStepper as AbstractStepper,
     Euler as Euler,

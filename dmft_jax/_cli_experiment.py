@@ -9,8 +9,10 @@ projected, a_i(0) = a0) and writes an `.npz` with
 
     t (T,)                      gradient-flow times t = steps * lr * d / n
     a, gamma, a_l1, v, C_d0, C_o, e_tr, e_ts   (seeds, T)   (see dmft_jax._train)
-    diverged, divergence_time   (seeds,)
-    dmft_<observable> (T,), dmft_diverged      with --dmft: the symmetric DMFT at the same times
+    diverged, divergence_time, divergence_step, rise_step   (seeds,)
+    dmft_<observable> (T,), dmft_diverged, dmft_divergence_step, dmft_rise_step, dmft_dynamics
+                                with --dmft: the symmetric DMFT at the same times, of GD
+                                ("gd", docs/discrete_gd.md) for --batch 0, else of the flow
     params                      JSON of the flags
 
 `sweep` runs a grid (a0 x lr x tau x alpha, from --grid-* flags or a JSON/TOML file) with its
@@ -19,8 +21,10 @@ experiment symbols (mean +- standard error) from saved files.
 
 Diverged networks and DMFT solves are never reported as results: the summary line says how many
 diverged (a warning on stderr too), the JSON carries the counts, the files mark them
-(`diverged`, `dmft_diverged`), and a run in which every network diverged exits 1 (its file,
-flagged, is still written).
+(`diverged`, `dmft_diverged`, with the step at which each diverged), and a run in which every
+network diverged exits 1 (its file, flagged, is still written). For full-batch GD the DMFT is
+the exact discrete-time theory: its divergence is a prediction about GD at that step size, and
+is worded so.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 
 from ._cli_args import (
     COUNT,
+    Choice,
     NON_NEGATIVE,
     POSITIVE,
     ArraySpec,
@@ -84,6 +89,11 @@ def _add_training_arguments(p, *, sweep: bool = False) -> None:
                         "the paper's protocol)")
     g.add_argument("--seed", type=Count(0), default=0, help="base PRNG seed (default 0)")
     g.add_argument("--float32", action="store_true", help="train in float32 (DMFT stays float64)")
+    g.add_argument("--dmft-dynamics", type=Choice(("auto", "gd", "flow")), default="auto",
+                   metavar="auto|gd|flow",
+                   help="the DMFT next to the networks: auto (default) = the exact discrete-time "
+                        "DMFT of GD (docs/discrete_gd.md) for --batch 0, the gradient flow for "
+                        "SGD; gd needs --batch 0")
     add_output_arguments(p)
 
 
@@ -149,10 +159,24 @@ def _check_sweep_memory(args, grid: dict, steps: int, every: int, dmft: bool, k:
                        f"--m {m}, {steps} steps")
 
 
+def theory_dynamics(args, dmft: bool = True) -> str:
+    """The DMFT of the networks' training (--dmft-dynamics; auto: gd for --batch 0, else flow)."""
+    from ._sweep import theory_for
+    if not dmft and args.dmft_dynamics != "auto":
+        raise UsageError(f"--dmft-dynamics {args.dmft_dynamics}: no DMFT is solved (add --dmft "
+                         "to experiment, drop --no-dmft from sweep)")
+    try:
+        return theory_for(args.batch, None if args.dmft_dynamics == "auto"
+                             else args.dmft_dynamics)
+    except ValueError as err:
+        raise UsageError(f"--dmft-dynamics {args.dmft_dynamics}: {err}") from None
+
+
 def _run_sweep_core(args, *, grid: dict, dmft: bool):
     """Run `sweep` for the flags and a grid {a0, lr, tau, alpha: lists}; returns (result, s)."""
     from ._sweep import sweep
     from ._train import gradient_flow_step
+    dynamics = theory_dynamics(args, dmft)
     prob, h, tgt = _physics(args)
     # The DMFT uses the network's own h and target, except for ReLU, whose h''(1) is infinite:
     # there the solve's degree-K Hermite truncation (--hermite-degree).
@@ -167,7 +191,7 @@ def _run_sweep_core(args, *, grid: dict, dmft: bool):
         res = sweep(prob, m=args.m, d=args.d, steps=steps, record_every=every,
                     seeds=args.seeds, seed=args.seed, batch=args.batch,
                     projection=args.projection, freeze_a=args.freeze_a, dmft=dmft, dmft_h=dmft_h,
-                    dtype="float32" if args.float32 else None, **grid)
+                    dmft_dynamics=dynamics, dtype="float32" if args.float32 else None, **grid)
     except ValueError as err:
         raise UsageError(str(err)) from None
     return res, time.perf_counter() - t0
@@ -191,21 +215,35 @@ def _add_experiment(p):
     add_physics_arguments(p, init=False)
     _add_training_arguments(p)
     p.add_argument("--dmft", action="store_true",
-                   help="also solve the matching symmetric DMFT (dt = lr d / n, same times)")
+                   help="also solve the matching symmetric DMFT (dt = lr d / n, same times): "
+                        "for --batch 0 the exact DMFT of GD, else the gradient flow "
+                        "(--dmft-dynamics)")
 
 
 def experiment_arrays(res) -> dict[str, np.ndarray]:
     """The documented arrays of `experiment --out` from a one-point sweep."""
-    return {k: np.asarray(v) for k, v in res.point().items()}
+    arrays = {k: np.asarray(v) for k, v in res.point().items()}
+    if res.dmft is not None:
+        arrays["dmft_dynamics"] = np.asarray(res.params["dmft_dynamics"])
+    return arrays
+
+
+def _steps(x) -> list:
+    """Per-run steps as JSON (None where nothing happened, i.e. -1)."""
+    return [int(k) if k >= 0 else None for k in np.ravel(np.asarray(x))]
 
 
 def _summary(arrays, seconds) -> dict:
     ok = ~diverged(arrays)
     dmft_bad = "dmft_diverged" in arrays and bool(diverged({"diverged": arrays["dmft_diverged"]}))
     out = dict(t=float(arrays["t"][-1]), seeds=int(ok.size), diverged=int((~ok).sum()),
-               seconds=round(seconds, 3))
+               divergence_step=_steps(arrays["divergence_step"]),
+               rise_step=_steps(arrays["rise_step"]), seconds=round(seconds, 3))
     if "dmft_diverged" in arrays:
+        out["dmft_dynamics"] = str(arrays["dmft_dynamics"])
         out["dmft_diverged"] = dmft_bad
+        out["dmft_divergence_step"] = _steps(arrays["dmft_divergence_step"])[0]
+        out["dmft_rise_step"] = _steps(arrays["dmft_rise_step"])[0]
     for name in _SUMMARY:
         x = arrays[name][ok, -1]
         out[name] = float(np.mean(x)) if x.size else None
@@ -221,13 +259,17 @@ def _experiment_line(summary, seconds) -> str:
         text = f"{name} = {summary[name]:.4g} +- {summary[name + '_se']:.2g}"
         if f"dmft_{name}" in summary:
             value = summary[f"dmft_{name}"]
-            text += " (DMFT diverged)" if value is None else f" (DMFT {value:.4g})"
+            step = summary.get("dmft_divergence_step")
+            gd = summary.get("dmft_dynamics") == "gd"
+            where = f" at step {step}" if gd and step is not None else ""
+            text += f" (DMFT diverged{where})" if value is None else f" (DMFT {value:.4g})"
         parts.append(text)
     return (f"t = {summary['t']:.4g}, {summary['seeds']} runs ({summary['diverged']} diverged): "
             + ", ".join(parts) + f" [{seconds:.1f} s]")
 
 
 def _run_experiment(args, out) -> int:
+    from ._train import gradient_flow_step
     check_common(args)
     grid = dict(a0=[initial_a0(args)], lr=[args.lr], tau=[args.tau], alpha=[args.alpha])
     res, seconds = _run_sweep_core(args, grid=grid, dmft=args.dmft)
@@ -236,13 +278,27 @@ def _run_experiment(args, out) -> int:
     out.write_npz(dict(arrays, kind=np.asarray("experiment"),
                        params=np.asarray(out.params(**res.params))))
     if summary.get("dmft_diverged"):
-        print("dmft-jax experiment: warning: "
-              + divergence_line("the DMFT solve", 1, 1, "(dmft_diverged in the file; its lines "
-                                "are not a result: the step dt = lr d / n is too large for "
-                                "explicit Euler, try a smaller --lr)"), file=sys.stderr, flush=True)
+        step_dt = float(gradient_flow_step(args.lr, args.alpha, args.m, args.d))
+        print("dmft-jax experiment: warning: " + _dmft_warning(summary, args.lr, step_dt),
+              file=sys.stderr, flush=True)
     _network_divergence("experiment", out, summary, summary["diverged"], summary["seeds"], "--lr")
     out.report(summary, _experiment_line(summary, seconds))
     return 0
+
+
+def _dmft_warning(summary, lr: float, step_dt: float) -> str:
+    """The one line about a diverged DMFT of `experiment`: for GD a prediction (the step at
+    which GD diverges in theory), for the flow a too large Euler step."""
+    if summary["dmft_dynamics"] == "gd":
+        step, rise = summary["dmft_divergence_step"], summary["dmft_rise_step"]
+        return divergence_line(
+            "the DMFT of GD", 1, 1, f"at step {step} (t = {step * step_dt:.4g}; dmft_diverged "
+            f"and dmft_divergence_step in the file): in theory (d = infinity) GD with --lr "
+            f"{lr:g} diverges" + ("" if rise is None else f", beyond its edge of stability at "
+                                  f"step {rise}") + "; its lines are not a result")
+    return divergence_line("the DMFT solve", 1, 1, "(dmft_diverged in the file; its lines "
+                           "are not a result: the step dt = lr d / n is too large for "
+                           "explicit Euler, try a smaller --lr)")
 
 
 # ------------------------------------------------------------------------------------ sweep
@@ -322,14 +378,24 @@ def _run_sweep(args, out) -> int:
     bad = diverged(res.experiment)
     div, total = int(bad.sum()), int(bad.size)
     dmft_bad = (int(diverged(res.dmft).sum()) if res.dmft is not None else 0)
+    dynamics = res.params.get("dmft_dynamics")
     summary = dict(points=int(np.prod(res.grid_shape)), runs=total, diverged=div,
-                   dmft_diverged=dmft_bad, steps=res.params["steps"], seconds=round(seconds, 3))
+                   dmft_diverged=dmft_bad, steps=res.params["steps"], dmft_dynamics=dynamics,
+                   seconds=round(seconds, 3))
+    if args.batch == 0:  # the edge of stability (first rise of the full-batch train loss)
+        summary["unstable"] = int(np.sum(np.asarray(res.experiment["rise_step"]) >= 0))
+        if res.dmft is not None:
+            summary["dmft_unstable"] = int(np.sum(np.asarray(res.dmft["rise_step"]) >= 0))
     out.write("out", res.save)
     if dmft_bad:
-        print("dmft-jax sweep: warning: " + divergence_line(
-            "DMFT solves", dmft_bad, summary["points"],
-            "(dmft_diverged in the file: those grid points have no theory line; a smaller lr "
-            "shortens the DMFT step dt = lr d / n)"), file=sys.stderr, flush=True)
+        detail = ("(dmft_diverged and dmft_divergence_step in the file: in theory GD diverges "
+                  "at those grid points, a prediction at that lr, not a solver failure)"
+                  if dynamics == "gd" else
+                  "(dmft_diverged in the file: those grid points have no theory line; a smaller "
+                  "lr shortens the DMFT step dt = lr d / n)")
+        what = "GD DMFTs" if dynamics == "gd" else "DMFT solves"
+        print("dmft-jax sweep: warning: " + divergence_line(what, dmft_bad, summary["points"],
+                                                             detail), file=sys.stderr, flush=True)
     _network_divergence("sweep", out, summary, div, total, "--lr / --grid-lr")
     out.report(summary, f"{summary['points']} grid points x {args.seeds} seeds, "
                         f"{res.params['steps']} steps: {div}/{total} runs diverged"
@@ -384,6 +450,8 @@ def _experiment_series(path: str, names) -> list[dict]:
             **{n: ArraySpec("real", 2, finite=False) for n in names}}
     optional = {f"dmft_{n}": ArraySpec("real", 1, finite=False) for n in obs}
     optional["dmft_diverged"] = ArraySpec("bool", 0)
+    optional["dmft_divergence_step"] = ArraySpec("real", 0)
+    optional["dmft_dynamics"] = ArraySpec("text", 0)
     data = read_npz("", path, spec, optional)
     T, S = data["t"].shape[0], data["diverged"].shape[0]
     bad = data["diverged"].astype(bool)
@@ -398,7 +466,24 @@ def _experiment_series(path: str, names) -> list[dict]:
             raise UsageError(f"{path!r}: array 'dmft_{n}' has shape {line.shape}, expected ({T},)")
     dmft_bad = bool(data.get("dmft_diverged", False))
     return [dict(label=os.path.basename(path), t=data["t"], exp={n: data[n] for n in names},
-                 diverged=bad, dmft=dmft or None, dmft_diverged=dmft_bad)]
+                 diverged=bad, dmft=dmft or None, dmft_diverged=dmft_bad,
+                 dynamics=_dynamics_name(data.get("dmft_dynamics"), path),
+                 dmft_step=_step_or_none(data.get("dmft_divergence_step")))]
+
+
+def _dynamics_name(value, path: str) -> str:
+    """The recorded DMFT dynamics ("gd" or "flow"; files written before it was recorded used
+    the flow)."""
+    if value is None:
+        return "flow"
+    name = str(value)
+    if name not in ("gd", "flow"):
+        raise UsageError(f"{path!r}: unknown DMFT dynamics {name!r} (gd or flow)")
+    return name
+
+
+def _step_or_none(value):
+    return None if value is None or not np.isfinite(value) or value < 0 else int(value)
 
 
 def _sweep_series(path: str, names) -> list[dict]:
@@ -437,7 +522,9 @@ def _sweep_series(path: str, names) -> list[dict]:
         out.append(dict(label=f"{os.path.basename(path)} " + ", ".join(varying), t=point["t"],
                         exp={k: point[k] for k in names}, diverged=point["diverged"],
                         dmft=dmft or None,
-                        dmft_diverged=bool(point.get("dmft_diverged", False))))
+                        dmft_diverged=bool(point.get("dmft_diverged", False)),
+                        dynamics=_dynamics_name(res.params.get("dmft_dynamics"), path),
+                        dmft_step=_step_or_none(point.get("dmft_divergence_step"))))
     return out
 
 
@@ -446,8 +533,10 @@ def _solve_series(path: str, names) -> list[dict]:
     spec = {"t": ArraySpec("real", 1), "e_tr": ArraySpec("real", 1),
             "e_ts": ArraySpec("real", 1), "a": ArraySpec("real"), "v": ArraySpec("real"),
             "gamma": ArraySpec("real", 1)}
-    optional = {"C_d": ArraySpec("real", 2), "C_o": ArraySpec("real", 2)}
+    optional = {"C_d": ArraySpec("real", 2), "C_o": ArraySpec("real", 2),
+                "dynamics": ArraySpec("text", 0)}
     data = read_npz("", path, spec, optional)
+    dynamics = _dynamics_name(data.pop("dynamics", None), path)
     T = data["t"].shape[0]
     for key, arr in data.items():
         if arr.shape[0] != T or (key in optional and arr.shape != (T, T)):
@@ -461,7 +550,8 @@ def _solve_series(path: str, names) -> list[dict]:
             idx = np.arange(T)
             lines.update(C_d0=data["C_d"][:, 0], C_o=data["C_o"][idx, idx])
     return [dict(label=os.path.basename(path), t=data["t"], exp=None, diverged=None,
-                 dmft={k: v for k, v in lines.items() if k in names}, dmft_diverged=False)]
+                 dmft={k: v for k, v in lines.items() if k in names}, dmft_diverged=False,
+                 dynamics=dynamics, dmft_step=None)]
 
 
 def _series(path: str, names) -> list[dict]:
@@ -500,7 +590,7 @@ def _run_compare(args, out) -> int:
         for ax, name in zip(axes.flat, names):
             _draw(ax, s, name, colors[j % len(colors)])
     for ax, name in zip(axes.flat, names):
-        ax.set(xlabel="t (gradient flow)", ylabel=name)
+        ax.set(xlabel="t = steps lr d / n", ylabel=name)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
@@ -512,16 +602,21 @@ def _run_compare(args, out) -> int:
 
 
 def _draw(ax, s, name, color) -> None:
+    """One series: the DMFT line (labelled by its dynamics: the GD DMFT or the flow) and the
+    experiment symbols; a diverged DMFT has no line, its legend entry names the step."""
+    theory = "DMFT (GD)" if s["dynamics"] == "gd" else "DMFT"
     if s["dmft"] is not None and name in s["dmft"] and not s["dmft_diverged"]:
         ax.plot(s["t"], s["dmft"][name], "-", color=color, lw=1.5,
-                label=f"{s['label']} DMFT" if s["exp"] is not None else s["label"])
+                label=f"{s['label']} {theory}" if s["exp"] is not None
+                else s["label"] + (" (GD)" if s["dynamics"] == "gd" else ""))
     if s["exp"] is not None and name in s["exp"]:
         x = np.asarray(s["exp"][name], dtype=float)[~np.asarray(s["diverged"], dtype=bool)]
         if x.shape[0]:
             se = x.std(axis=0, ddof=1) / np.sqrt(x.shape[0]) if x.shape[0] > 1 else 0 * x[0]
+            where = "" if s["dmft_step"] is None else f" at step {s['dmft_step']}"
             ax.errorbar(s["t"], x.mean(axis=0), yerr=se, fmt="o", ms=3.5, color=color,
                         capsize=2, label=f"{s['label']} ({x.shape[0]} runs)"
-                        + (", DMFT diverged" if s["dmft_diverged"] else ""))
+                        + (f", {theory} diverged{where}" if s["dmft_diverged"] else ""))
 
 
 EXPERIMENT = Command("experiment", "train networks (the paper's SGD protocol by default) and "

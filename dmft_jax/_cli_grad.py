@@ -8,6 +8,12 @@ prints one JSON line {"value": ..., "grad": {"a0": ..., ...}, "mode": ..., "seco
 Array-valued observables (a, v of the general DMFT) give lists and the Jacobian.
 Physics and grid flags are those of `dmft-jax solve`. A non-finite value or gradient means the
 solve diverged: the JSON line then has `"diverged": true` and the command exits 1.
+
+With `--dynamics gd --lr LR` the observable is read on the discrete-time DMFT of projected GD
+(docs/discrete_gd.md), t_k = k eta with eta = lr / (alpha m). `--wrt lr` is the derivative in
+the GD step, and `alpha` / `alpha_bar` are taken at fixed lr (the step eta = lr / alpha_bar moves
+with them). A GD trajectory that breaks the divergence rule (GD diverges in theory) is reported
+like a diverged solve, with its step (`divergence_step`), even when its values are finite.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import numpy as np
 from ._cli_args import COUNT, NON_NEGATIVE, POSITIVE, Command, SolveError, UsageError
 from ._cli_io import add_output_arguments, divergence_line
 from ._cli_physics import (
+    add_dynamics_arguments,
     add_grid_arguments,
     add_physics_arguments,
-    grid_from_args,
+    check_dynamics,
+    dynamics_model,
     model_from_args,
     smaller_dt,
 )
@@ -35,7 +43,8 @@ _TEMPERED = ("min_e_ts", "argmin_time")
 def _add_grad(p):
     from ._observables import OBSERVABLES
     add_physics_arguments(p)
-    add_grid_arguments(p)
+    add_grid_arguments(p, dt=None, steps=None)
+    add_dynamics_arguments(p)
     g = p.add_argument_group("derivative")
     g.add_argument("--observable", default="e_ts", choices=sorted(OBSERVABLES),
                    help="the quantity to differentiate (default e_ts)")
@@ -46,8 +55,9 @@ def _add_grad(p):
                    help="min_e_ts / argmin_time: soft-min temperature (default: exact min)")
     g.add_argument("--wrt", default="a0", metavar="NAMES",
                    help="comma-separated parameters: a0, gamma0, tau, alpha, alpha_bar, norm2, "
-                        "dt, h, h<p>, phihat, phihat<p> (Taylor coefficient of q^p; with "
-                        "--target same phihat is a separate copy of h: --wrt h moves h only)")
+                        "dt (flow) or lr (--dynamics gd), h, h<p>, phihat, phihat<p> (Taylor "
+                        "coefficient of q^p; with --target same phihat is a separate copy of h: "
+                        "--wrt h moves h only)")
     g.add_argument("--mode", default="reverse", choices=("forward", "reverse"),
                    help="reverse (adjoint, default) or forward mode; both O(N^2) memory")
     g.add_argument("--chunks", type=COUNT, default=None, help="causal chunks of the loop")
@@ -65,7 +75,9 @@ def _observable(args, grid):
                              f"(only {', '.join(_TIMED)})")
         t_max = float(grid.t_max)
         if not args.time <= t_max:
-            raise UsageError(f"--time must lie in [0, {t_max:g}] (steps * dt), got {args.time}")
+            step = "eta" if args.dynamics == "gd" else "dt"
+            raise UsageError(f"--time must lie in [0, {t_max:g}] (steps * {step}), got "
+                             f"{args.time}")
     if args.temperature is not None:
         if name not in _TEMPERED:
             raise UsageError(f"--temperature applies to --observable min_e_ts or argmin_time, "
@@ -81,17 +93,59 @@ def _jsonable(x):
     return float(x) if x.ndim == 0 else x.tolist()
 
 
+def _wrt_names(args) -> tuple[list[str], list[str]]:
+    """(requested names, names passed to the adjoint): with --dynamics gd, `lr` (and the
+    fixed-lr chain rule of alpha, alpha_bar) is computed through the step eta (`dt`)."""
+    names = [x.strip() for x in args.wrt.split(",") if x.strip()]
+    if args.dynamics != "gd":
+        if "lr" in names:
+            raise UsageError("--wrt: lr is the step of --dynamics gd; the flow's step is dt")
+        return names, names
+    if "dt" in names:
+        raise UsageError("--wrt: with --dynamics gd the step is --lr: use --wrt lr "
+                         "(dt = eta = lr / (alpha m) is not a free parameter)")
+    internal = [x for x in names if x != "lr"]
+    if {"lr", "alpha", "alpha_bar"} & set(names):
+        internal.append("dt")
+    if not internal:
+        internal = ["dt"]
+    return names, internal
+
+
+def _gd_chain_rule(grads: dict, names: list[str], model, grid) -> dict:
+    """Derivatives at fixed lr from those at fixed eta: eta = lr / alpha_bar, so
+    d/d lr = (1/alpha_bar) d/d eta and d/d alpha_bar |_lr = d/d alpha_bar |_eta
+    - (eta/alpha_bar) d/d eta (the same for alpha, alpha = alpha_bar / m)."""
+    eta, alpha_bar, alpha = float(grid.dt), float(model.alpha_bar), float(model.alpha)
+    g_eta = grads.get("dt")
+    out = {}
+    for name in names:
+        if name == "lr":
+            out[name] = g_eta / alpha_bar
+        elif name == "alpha":
+            out[name] = grads[name] - (eta / alpha) * g_eta
+        elif name == "alpha_bar":
+            out[name] = grads[name] - (eta / alpha_bar) * g_eta
+        else:
+            out[name] = grads[name]
+    return out
+
+
 def _run_grad(args, out) -> int:
     import jax.tree_util as jtu
 
     from . import _adjoint
-    model = model_from_args(args)
-    grid = grid_from_args(args)
+    check_dynamics(args)
+    if args.dynamics == "flow":
+        args.dt = 0.05 if args.dt is None else args.dt
+        args.steps = 200 if args.steps is None else args.steps
+    model, grid = dynamics_model(args, model_from_args(args))
     if args.chunks is not None and args.chunks > grid.steps:
         raise UsageError(f"--chunks {args.chunks} exceeds --steps {grid.steps}")
     observable = _observable(args, grid)
+    names, internal = _wrt_names(args)
     try:
-        wrt = _adjoint.parse_wrt(args.wrt)
+        wrt = _adjoint.parse_wrt(internal)
         _adjoint.zero_perturbations(model, grid, wrt)
     except ValueError as err:
         raise UsageError(f"--wrt: {err}") from None
@@ -108,16 +162,47 @@ def _run_grad(args, out) -> int:
     value, grads = fn(*call)
     value = np.asarray(value)
     grads = {k: np.asarray(v) for k, v in grads.items()}
+    if args.dynamics == "gd":
+        grads = _gd_chain_rule(grads, names, model, grid)
     t2 = time.perf_counter()
     result = dict(value=_jsonable(value), grad={k: _jsonable(g) for k, g in grads.items()},
                   mode=args.mode, seconds=round(t2 - t1, 4), compile_seconds=round(t1 - t0, 4))
     out.json = True  # grad always prints its JSON line
+    if args.dynamics == "gd":
+        return _report_gd(args, out, model, grid, result)
     if not (np.all(np.isfinite(value)) and all(np.all(np.isfinite(g)) for g in grads.values())):
         out.error_json(dict(result, diverged=True))
         raise SolveError(divergence_line(
             "the solve", 1, 1, f"(non-finite value or gradient): the step --dt "
             f"{float(grid.dt):g} may be too large for explicit Euler; try --dt "
             f"{smaller_dt(model, float(grid.dt)):.3g}"))
+    out.report(dict(result, diverged=False), "")
+    return 0
+
+
+def _report_gd(args, out, model, grid, result) -> int:
+    """The JSON line of a GD derivative; a GD trajectory that diverges (the rule of
+    `dmft_jax._results`, read on a plain solve of the same model) or a non-finite value or
+    gradient exits 1 with the divergence step."""
+    import jax
+
+    from ._cli_solve import divergence_report, gd_stability
+    from ._integrate import solve
+    sol = jax.block_until_ready(solve(model, grid, throw=False))
+    stab = gd_stability(sol)
+    result = dict(result, dynamics="gd", lr=float(args.lr), eta=float(grid.dt),
+                  edge_of_stability_step=stab["rise_step"])
+    finite = (np.all(np.isfinite(result["value"]))
+              and all(np.all(np.isfinite(np.asarray(g, float))) for g in result["grad"].values()))
+    if stab["divergence_step"] is not None or not finite:
+        result.update(diverged=True, divergence_step=stab["divergence_step"],
+                      divergence_time=stab["divergence_time"])
+        out.error_json(result)
+        if stab["divergence_step"] is None:
+            raise SolveError(divergence_line("the derivative", 1, 1,
+                                             "(non-finite value or gradient of the GD DMFT)"))
+        raise SolveError(divergence_line("gradient descent", 1, 1,
+                                         divergence_report(stab, args.lr, float(grid.dt))))
     out.report(dict(result, diverged=False), "")
     return 0
 

@@ -93,9 +93,75 @@ def add_grid_arguments(p: argparse.ArgumentParser, dt: float | None = 0.05,
     fills in 0.05 and 200 unless it solves adaptively)."""
     g = p.add_argument_group("time grid (docs/equations.md section 6)")
     g.add_argument("--dt", type=POSITIVE, default=dt,
-                   help=f"time step (default {0.05 if dt is None else dt})")
+                   help=f"time step (default {0.05 if dt is None else dt}; gradient flow only)")
     g.add_argument("--steps", type=COUNT, default=steps,
-                   help=f"number of steps N (default {200 if steps is None else steps})")
+                   help=f"number of steps N (default {200 if steps is None else steps}; with "
+                        "--dynamics gd the number of GD steps)")
+
+
+#: The training dynamics a DMFT describes: gradient flow (docs/equations.md), or projected
+#: gradient descent with a finite step (docs/discrete_gd.md).
+DYNAMICS = ("flow", "gd")
+
+
+def add_dynamics_arguments(p: argparse.ArgumentParser) -> None:
+    """--dynamics flow|gd and --lr (the GD step) of `solve` and `grad`."""
+    g = p.add_argument_group("dynamics (docs/discrete_gd.md)")
+    g.add_argument("--dynamics", type=Choice(DYNAMICS), default="flow", metavar="flow|gd",
+                   help="flow: gradient flow (default; time step --dt); gd: full-batch projected "
+                        "gradient descent with step --lr, its exact discrete-time DMFT on the "
+                        "iterates t_k = k eta, eta = lr d / n = lr / (alpha m)")
+    g.add_argument("--lr", type=POSITIVE, default=None, metavar="LR",
+                   help="--dynamics gd: the GD step size (the experiment's --lr); one step "
+                        "advances t by eta = lr / (alpha m)")
+
+
+#: Flags of the adaptive flow solve (`solve --t-max ...`) and of the Euler/trapezoid choice,
+#: none of which applies to the exact GD recursion.
+_FLOW_ONLY = ("t_max", "rtol", "atol", "history", "max_steps", "save_at", "checkpoint", "method")
+
+
+def check_dynamics(args) -> None:
+    """UsageError for flags that do not apply to the chosen --dynamics (before any work); for
+    gd, --steps defaults to 200."""
+    if args.dynamics == "flow":
+        if args.lr is not None:
+            raise UsageError("--lr is the step of --dynamics gd (gradient descent); the gradient "
+                             "flow's time step is --dt: add --dynamics gd or drop --lr")
+        return
+    if args.lr is None:
+        raise UsageError("--dynamics gd needs --lr LR, the GD step (one step advances t by "
+                         "eta = lr d / n = lr / (alpha m))")
+    if args.dt is not None:
+        raise UsageError("--dt does not apply to --dynamics gd: its time step is "
+                         "eta = lr / (alpha m), set by --lr (--steps counts the GD steps)")
+    given = [f"--{k.replace('_', '-')}" for k in _FLOW_ONLY if getattr(args, k, None) is not None]
+    if given:
+        verb = "does" if len(given) == 1 else "do"
+        raise UsageError(f"{', '.join(given)} {verb} not apply to --dynamics gd: the "
+                         "discrete-time DMFT of GD is exact on its iterates (no integration "
+                         "method, no adaptive steps); give --lr and --steps")
+    args.steps = 200 if args.steps is None else args.steps
+
+
+def gd_step(args, model) -> float:
+    """eta = lr d / n = lr / alpha_bar: the time advanced by one GD step (alpha_bar = alpha m
+    of the model, so that --init files set m)."""
+    return float(args.lr) / float(model.alpha_bar)
+
+
+def dynamics_model(args, model):
+    """(model, grid) of the chosen dynamics: the flow model on the --dt grid, or
+    `DiscreteGD(model)` on t_k = k eta."""
+    from ._grid import TimeGrid
+    if args.dynamics == "gd":
+        from ._discrete import DiscreteGD
+        eta = gd_step(args, model)
+        if not eta * args.steps <= 1e300:
+            raise UsageError(f"--lr {args.lr:g}, --steps {args.steps}: the final time "
+                             f"{args.steps} x eta = {eta * args.steps:.3g} overflows")
+        return DiscreteGD(model), TimeGrid(eta, args.steps)
+    return model, grid_from_args(args)
 
 
 # -------------------------------------------------------------------------------- the model

@@ -11,10 +11,12 @@ from . import _cli_adaptive as adaptive
 from ._cli_args import Command, SolveError, check_memory, solve_bytes
 from ._cli_io import DATA, FIGURE, add_output_arguments, diverged, divergence_line
 from ._cli_physics import (
+    add_dynamics_arguments,
     add_grid_arguments,
     add_physics_arguments,
+    check_dynamics,
+    dynamics_model,
     general_width,
-    grid_from_args,
     model_from_args,
     smaller_dt,
 )
@@ -77,7 +79,8 @@ def divergence_error(sol, model, grid) -> str:
 def solution_arrays(sol, model, euler: bool = True) -> dict[str, np.ndarray]:
     """The arrays written by `solve --out` on a uniform grid (documented in the README)."""
     # Euler's R_A carries the delta as 1/dt on its diagonal (the matrix form [D.5]); the
-    # trapezoid's delta is exact, its R_A is the regular part.
+    # trapezoid's delta is exact, its R_A is the regular part. The discrete GD DMFT has the
+    # Euler layout (`euler=True`): its R_A is 1/eta on the diagonal exactly ([G.2]).
     size = np.shape(sol.t)[0]
     r_a = np.asarray(sol.R_A) + (np.eye(size) / float(sol.t[1] - sol.t[0]) if euler else 0.0)
     out = dict(t=sol.t, a=sol.a, v=sol.v, nu=sol.nu, rho=sol.rho, e_tr=sol.e_tr, e_ts=sol.e_ts,
@@ -93,6 +96,7 @@ def solution_arrays(sol, model, euler: bool = True) -> dict[str, np.ndarray]:
 def _add_solve(p):
     add_physics_arguments(p)
     add_grid_arguments(p, dt=None, steps=None)
+    add_dynamics_arguments(p)
     adaptive.add_adaptive_arguments(p)
     add_output_arguments(p, plot=True)
     p.set_defaults(_output_files=dict(p.get_default("_output_files"), checkpoint=DATA))
@@ -102,11 +106,14 @@ def _add_solve(p):
 
 
 def _run_solve(args, out) -> int:
+    check_dynamics(args)
+    if args.dynamics == "gd":
+        return _run_gd(args, out, model_from_args(args))
     adaptive.check_flags(args)
     model = model_from_args(args)
     if args.t_max is not None:
         return _run_adaptive(args, out, model)
-    grid = grid_from_args(args)
+    model, grid = dynamics_model(args, model)
     check_solve_memory(args, model)
     progress = args.progress if args.progress is not None else grid.steps >= 1000
     if progress:  # compilation takes seconds to minutes at large N: say what is happening
@@ -115,14 +122,14 @@ def _run_solve(args, out) -> int:
     from ._stepper import Euler, Trapezoid
     euler = args.method == "euler"
     sol, t_compile, t_run = timed_solve(model, grid, progress, Euler() if euler else Trapezoid())
-    summary = dict(steps=grid.steps, dt=float(grid.dt), m=model.m, k=model.k,
+    summary = dict(dynamics="flow", steps=grid.steps, dt=float(grid.dt), m=model.m, k=model.k,
                    method=args.method, wall_time_s=round(t_run, 4),
                    compile_time_s=round(t_compile, 4))
     if diverged(sol):
         out.error_json(dict(summary, diverged=True, divergence_time=float(sol.divergence_time)))
         raise SolveError(divergence_error(sol, model, grid))
     arrays = solution_arrays(sol, model, euler)
-    out.write_npz(dict(arrays, params=np.asarray(out.params())))
+    out.write_npz(dict(arrays, dynamics=np.asarray("flow"), params=np.asarray(out.params())))
     if out.path("plot"):
         from ._plot import solution_figure
         out.write_figure(solution_figure(arrays, title=_title(args)), "plot")
@@ -132,6 +139,83 @@ def _run_solve(args, out) -> int:
                         f"e_ts = {summary['e_ts']:.6g} (compile {t_compile:.2f} s, "
                         f"solve {t_run:.2f} s)")
     return 0
+
+
+def _run_gd(args, out, model) -> int:
+    """`solve --dynamics gd`: the exact DMFT of projected GD (docs/discrete_gd.md) on the
+    iterates t_k = k eta. Its divergence is a result about GD (the step at which it happens),
+    reported as such (exit 1, no file), not as a failure of the solver."""
+    model, grid = dynamics_model(args, model)
+    check_solve_memory(args, model)
+    progress = args.progress if args.progress is not None else grid.steps >= 1000
+    if progress:
+        print(f"dmft-jax solve: compiling the discrete GD DMFT ({grid.steps} steps)",
+              file=sys.stderr, flush=True)
+    sol, t_compile, t_run = timed_solve(model, grid, progress)
+    eta = float(grid.dt)
+    stab = gd_stability(sol)
+    summary = dict(dynamics="gd", lr=float(args.lr), eta=eta, steps=grid.steps, m=model.m,
+                   k=model.k, edge_of_stability_step=stab["rise_step"],
+                   edge_of_stability_time=stab["rise_time"], wall_time_s=round(t_run, 4),
+                   compile_time_s=round(t_compile, 4))
+    if diverged(sol):
+        summary.update(diverged=True, divergence_step=stab["divergence_step"],
+                       divergence_time=stab["divergence_time"], cause=stab["cause"])
+        out.error_json(summary)
+        raise SolveError(divergence_line("gradient descent", 1, 1,
+                                         divergence_report(stab, args.lr, eta)))
+    arrays = solution_arrays(sol, model.dmft, euler=True)
+    out.write_npz(dict(arrays, dynamics=np.asarray("gd"), eta=np.asarray(eta),
+                       params=np.asarray(out.params())))
+    if out.path("plot"):
+        from ._plot import solution_figure
+        out.write_figure(solution_figure(arrays, title=_title(args) + f", GD lr={args.lr:g}"),
+                         "plot")
+    summary = dict(e_tr=float(arrays["e_tr"][-1]), e_ts=float(arrays["e_ts"][-1]),
+                   a=_final(arrays["a"]), t=float(arrays["t"][-1]), diverged=False, **summary)
+    rise = ("" if stab["rise_step"] is None else
+            f"; e_tr first rises at step {stab['rise_step']} (edge of stability)")
+    out.report(summary, f"GD, {grid.steps} steps of eta = {eta:.4g}, t = {summary['t']:g}: "
+                        f"e_tr = {summary['e_tr']:.6g}, e_ts = {summary['e_ts']:.6g}{rise} "
+                        f"(compile {t_compile:.2f} s, solve {t_run:.2f} s)")
+    return 0
+
+
+def gd_stability(sol) -> dict:
+    """The stability markers of a GD solve (`dmft_jax._stability`) as plain numbers: the edge
+    of stability (first rise of e_tr) and the divergence step, with their times, and the part
+    of the divergence rule that was broken."""
+    from ._stability import divergence_step, edge_of_stability_step
+    t = np.asarray(sol.t)
+    e = np.asarray(sol.e_tr)
+    bad = int(divergence_step(sol))
+    # the rise is read on the rows before divergence (a diverged row is no longer a GD iterate)
+    rise = int(edge_of_stability_step(e[: bad + 1] if bad >= 0 else e))
+    out = dict(rise_step=rise if rise >= 0 else None,
+               rise_time=float(t[rise]) if rise >= 0 else None,
+               divergence_step=bad if bad >= 0 else None,
+               divergence_time=float(t[bad]) if bad >= 0 else None, cause=None)
+    if bad >= 0:
+        values = [np.asarray(x)[bad] for x in (sol.e_tr, sol.e_ts, sol.a)]
+        if not all(np.all(np.isfinite(x)) for x in values):
+            out["cause"] = "a value became non-finite"
+        elif e[bad] > 1e3 * (1.0 + abs(e[0])):
+            out["cause"] = f"e_tr grew to {e[bad]:.3g}, beyond 1000 (1 + e_tr(0))"
+        else:
+            out["cause"] = "a correlation left [-1, 1]"
+    return out
+
+
+def divergence_report(stab: dict, lr: float, eta: float) -> str:
+    """The detail of the one-line report of a diverged GD solve: the step, the time, why, and
+    what it means (a prediction about GD, not a failure of the solver)."""
+    rise = ("" if stab["rise_step"] is None else
+            f"; its edge of stability (first rise of e_tr) is step {stab['rise_step']}, beyond "
+            "which finite-d systems follow the theory only for ~ln(d)/2 steps")
+    return (f"at step {stab['divergence_step']} (t = {stab['divergence_time']:.4g}, "
+            f"eta = lr d/n = {eta:.4g}): {stab['cause']}. This is the DMFT's prediction for GD "
+            f"with --lr {lr:g} (d = infinity), not a solver failure{rise} "
+            "(docs/discrete_gd.md); a smaller --lr is stable")
 
 
 def _run_adaptive(args, out, model) -> int:

@@ -46,6 +46,7 @@ from ._network import (
     project,
 )
 from ._results import DIVERGENCE_FACTOR
+from ._stability import RISE_ATOL, RISE_RTOL
 
 #: The recorded observables, in the order of the module docstring.
 OBSERVABLES = ("a", "gamma", "a_l1", "v", "C_d0", "C_o", "e_tr", "e_ts")
@@ -105,7 +106,11 @@ class Trajectory(eqx.Module):
 
     **Fields:** `t` (T,) gradient-flow times; one (T,) array per name in `OBSERVABLES`;
     `diverged` (bool) a non-finite or huge loss occurred; `divergence_time` its first time
-    (NaN if none). Under `jax.vmap` every field gains the leading batch axes.
+    (NaN if none) and `divergence_step` its step (-1 if none); `rise_step` the first step at
+    which the full-batch train loss rises (the edge of stability, `dmft_jax._stability`;
+    full-batch GD only, -1 if none or under SGD). Steps count optimizer updates: step k is the
+    iterate after k updates, at t = k lr d / n. Under `jax.vmap` every field gains the leading
+    batch axes.
     """
 
     t: Array
@@ -119,6 +124,8 @@ class Trajectory(eqx.Module):
     e_ts: Array
     diverged: Array
     divergence_time: Array
+    divergence_step: Array
+    rise_step: Array
 
     def observables(self) -> dict[str, Array]:
         """{name: array} for the names in `OBSERVABLES`."""
@@ -209,7 +216,7 @@ def train(key, prob: Problem, protocol: Protocol, *, a0: ArrayLike, lr: ArrayLik
     limit = DIVERGENCE_FACTOR * (1.0 + _loss(params, prob.sigma, *full))
 
     def step(i, carry):
-        params, opt_state, first_bad = carry
+        params, opt_state, first_bad, prev_loss, first_rise = carry
         if p.batch:
             idx = _batch_indices(jr.fold_in(k_sgd, i), n_max, n, p.batch)
             batch = (data.X[idx], y[idx], jnp.ones(p.batch, dtype), p.batch)
@@ -222,7 +229,11 @@ def train(key, prob: Problem, protocol: Protocol, *, a0: ArrayLike, lr: ArrayLik
         a, W = optax.apply_updates(params, updates)
         bad = ~jnp.isfinite(loss) | (loss > limit)
         first_bad = jnp.where((first_bad < 0) & bad, jnp.asarray(i, first_bad.dtype), first_bad)
-        return (a, project(W, p.projection)), opt_state, first_bad
+        if not p.batch:  # the loss of iterate i on all n samples: the edge of stability
+            rise = (i > 0) & ~(loss <= prev_loss * (1.0 + RISE_RTOL) + RISE_ATOL)
+            first_rise = jnp.where((first_rise < 0) & rise, jnp.asarray(i, first_rise.dtype),
+                                   first_rise)
+        return (a, project(W, p.projection)), opt_state, first_bad, loss, first_rise
 
     def steps(carry, j):
         return jax.lax.fori_loop(0, p.record_every, lambda i, c: step(j * p.record_every + i, c),
@@ -234,14 +245,24 @@ def train(key, prob: Problem, protocol: Protocol, *, a0: ArrayLike, lr: ArrayLik
         carry = jax.lax.cond(j > 0, steps, lambda c, j: c, carry, j - 1)
         return carry, _observe(prob, carry[0], W0, data, y, tau)
 
-    carry = (params, opt.init(params), jnp.asarray(-1, jnp.int32))
-    (params, _, first_bad), recs = jax.lax.scan(chunk, carry, jnp.arange(p.records))
+    minus_one = jnp.asarray(-1, jnp.int32)
+    carry = (params, opt.init(params), minus_one, jnp.zeros((), dtype), minus_one)
+    (params, _, first_bad, last_loss, first_rise), recs = jax.lax.scan(chunk, carry,
+                                                                        jnp.arange(p.records))
     dt = lr * d / n
     t = dt * p.record_every * jnp.arange(p.records, dtype=dtype)
     bad_rec = ~jnp.isfinite(recs["e_tr"]) | (recs["e_tr"] > limit)
-    first_rec = jnp.where(jnp.any(bad_rec), t[jnp.argmax(bad_rec)], jnp.nan)
-    t_bad = jnp.where(first_bad >= 0, first_bad * dt, first_rec)
-    return Trajectory(t=t, diverged=jnp.isfinite(t_bad), divergence_time=t_bad, **recs)
+    # the loop saw the losses of iterates 0 .. steps - 1; the last record adds iterate `steps`
+    rec_step = jnp.where(jnp.any(bad_rec), jnp.argmax(bad_rec) * p.record_every, -1)
+    step_bad = jnp.where(first_bad >= 0, first_bad, rec_step).astype(jnp.int32)
+    if not p.batch:
+        last = recs["e_tr"][-1]
+        rise = ~(last <= last_loss * (1.0 + RISE_RTOL) + RISE_ATOL)
+        first_rise = jnp.where((first_rise < 0) & rise,
+                               jnp.asarray(p.steps, jnp.int32), first_rise)
+    t_bad = jnp.where(step_bad >= 0, step_bad * dt, jnp.nan)
+    return Trajectory(t=t, diverged=step_bad >= 0, divergence_time=t_bad,
+                      divergence_step=step_bad, rise_step=first_rise.astype(jnp.int32), **recs)
 
 
 def gradient_flow_step(lr: ArrayLike, alpha: ArrayLike, m: int, d: int) -> Array:

@@ -94,6 +94,11 @@ def _make_inputs(d: pathlib.Path) -> None:
              **{k: np.full((2, 5), np.nan) for k in ("a", "v", "e_tr", "e_ts")})
     np.savez(d / "exp_shape.npz", kind=np.asarray("experiment"), t=t, diverged=np.zeros(2, bool),
              **{k: np.ones((3, 5)) for k in ("a", "v", "e_tr", "e_ts")})
+    np.savez(d / "exp_dynamics.npz", kind=np.asarray("experiment"), t=t,
+             diverged=np.zeros(2, bool), dmft_dynamics=np.asarray("euler"),
+             **{k: np.ones((2, 5)) for k in ("a", "v", "e_tr", "e_ts")})
+    np.savez(d / "solve_dynamics.npz", t=t, e_tr=t, e_ts=t, a=t, gamma=t, v=t[:, None],
+             dynamics=np.asarray(["gd", "flow"]))
     np.savez(d / "sweep_bad.npz", kind=np.asarray("sweep"), t=np.zeros((1, 1, 1, 1, 3)),
              axes=np.asarray("not json"), params=np.asarray("{}"))
     np.savez(d / "unknown_kind.npz", kind=np.asarray("movie"), t=t)
@@ -159,6 +164,24 @@ CASES = [
     (["solve", "--target", "sigmoid"], "--target"),
     (["solve", "--activation", "sigmoid"], "--activation"),
     (["solve", "--init", "good_init.npz", "--a0", "2"], "--init"),
+    # ------------------------------------------------------ solve: --dynamics gd (issue 11)
+    (["solve", "--dynamics", "gd"], "--lr"),
+    (["solve", "--lr", "0.5"], "--lr"),
+    (["solve", "--dynamics", "sgd", "--lr", "0.5"], "--dynamics"),
+    (["solve", "--dynamics", "gd", "--lr", "0"], "--lr"),
+    (["solve", "--dynamics", "gd", "--lr", "nan"], "--lr"),
+    (["solve", "--dynamics", "gd", "--lr", "-1"], "--lr"),
+    (["solve", "--dynamics", "gd", "--lr", "0.5", "--dt", "0.1"], "--dt"),
+    (["solve", "--dynamics", "gd", "--lr", "0.5", "--t-max", "3"], "--t-max"),
+    (["solve", "--dynamics", "gd", "--lr", "0.5", "--method", "euler"], "--method"),
+    (["solve", "--dynamics", "gd", "--lr", "0.5", "--rtol", "1e-3", "--history", "64"],
+     "--rtol, --history"),
+    (["solve", "--dynamics", "gd", "--lr", "0.5", "--checkpoint", "c.npz"], "--checkpoint"),
+    (["solve", "--dynamics", "gd", "--lr", "0.5", "--save-at", "lin:4"], "--save-at"),
+    (["solve", "--dynamics", "gd", "--lr", "0.5", "--steps", "10000000"], "--steps"),
+    (["solve", "--dynamics", "gd", "--lr", "1e6", "--alpha", "1e-300"], "--lr"),
+    (["solve", "--dynamics", "gd", "--lr", "0.5", "--init", "strings.npz"], "--init"),
+    (["solve", "--dynamics", "gd", "--lr", "0.5", "--out", "x.txt"], "--out"),
     # ------------------------------------------------------------------------------ demo
     (["demo", "--quick", "--out", "demo.txt"], "--out"),
     (["demo", "--quick", "--out", "nonexistent_dir/demo.png"], "nonexistent_dir"),
@@ -177,6 +200,9 @@ CASES = [
     (["experiment", "--seeds", "0"], "--seeds"),
     (["experiment", "--phi-norm2", "1"], "--phi-norm2"),
     (["experiment", "--lr", "1e-300", "--t-max", "1000"], "--t-max"),
+    (["experiment", "--dmft", "--dmft-dynamics", "gd"], "--dmft-dynamics"),
+    (["experiment", "--dmft-dynamics", "gd", "--batch", "0"], "--dmft-dynamics"),
+    (["experiment", "--dmft", "--dmft-dynamics", "euler"], "--dmft-dynamics"),
     # ----------------------------------------------------------------------------- sweep
     (["sweep", "--out", "nonexistent_dir/x.npz"], "nonexistent_dir"),
     (["sweep", "--out", "sweep"], "--out"),
@@ -189,6 +215,8 @@ CASES = [
     (["sweep", "--grid", "grid_inf.json"], "--grid"),
     (["sweep", "--grid", "grid_key.toml"], "--grid"),
     (["sweep", "--grid", "nofile.json"], "--grid"),
+    (["sweep", "--dmft-dynamics", "gd", "--batch", "5"], "--dmft-dynamics"),
+    (["sweep", "--no-dmft", "--batch", "0", "--dmft-dynamics", "flow"], "--dmft-dynamics"),
     # --------------------------------------------------------------------------- compare
     (["compare", "empty.npz"], "empty.npz"),
     (["compare", "truncated.npz"], "truncated.npz"),
@@ -205,6 +233,8 @@ CASES = [
     (["compare", "short.npz"], "short.npz"),
     (["compare", "bad_crc.npz"], "bad_crc.npz"),
     (["compare", "good_init.npz"], "good_init.npz"),
+    (["compare", "exp_dynamics.npz"], "exp_dynamics.npz"),
+    (["compare", "solve_dynamics.npz"], "solve_dynamics.npz"),
     (["compare", "solve_short.npz", "--out", "x.txt"], "--out"),
     (["compare", "solve_short.npz", "--out", "nonexistent_dir/c.png"], "nonexistent_dir"),
     (["compare", "solve_short.npz", "--observables", "bogus"], "--observables"),
@@ -240,6 +270,13 @@ CASES = [
     (["grad", "--chunks", "0"], "--chunks"),
     (["grad", "--init", "empty.npz"], "--init"),
     (["grad", "--tau", "nan"], "--tau"),
+    (["grad", "--dynamics", "gd"], "--lr"),
+    (["grad", "--lr", "0.5"], "--lr"),
+    (["grad", "--dynamics", "gd", "--lr", "0.5", "--dt", "0.1"], "--dt"),
+    (["grad", "--dynamics", "gd", "--lr", "0.5", "--wrt", "a0,dt"], "--wrt"),
+    (["grad", "--wrt", "lr"], "--wrt"),
+    (["grad", "--dynamics", "gd", "--lr", "0.5", "--steps", "10", "--time", "99"], "--time"),
+    (["grad", "--dynamics", "gd", "--lr", "0.5", "--steps", "10000000"], "--steps"),
     # ----------------------------------------------------------------------- no command
     (["bogus"], "bogus"),
 ]
