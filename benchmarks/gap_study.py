@@ -39,9 +39,9 @@ from _report import replace_section  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from dmft_jax._network import problem  # noqa: E402
-from dmft_jax._sweep import sweep  # noqa: E402
-from dmft_jax._train import n_samples  # noqa: E402
+from dmft_jax import problem  # noqa: E402
+from dmft_jax import sweep  # noqa: E402
+from dmft_jax import n_samples  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CUBIC = [0.0, 0.9, 0.0, 1.0 / 6.0]

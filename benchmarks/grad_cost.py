@@ -67,10 +67,10 @@ def worker(case: str, steps: int, wrt: str, repeat: int) -> dict:
 
     from dmft_jax import _adjoint as adj
     from dmft_jax import _observables as obs
-    from dmft_jax._covariance import covariance, target
-    from dmft_jax._dmft import symmetric_dmft
-    from dmft_jax._grid import TimeGrid
-    from dmft_jax._integrate import integrate
+    from dmft_jax import covariance, target
+    from dmft_jax import symmetric_dmft
+    from dmft_jax import TimeGrid
+    from dmft_jax import integrate
 
     c = [0.0, 0.9, 0.0, 1.0 / 6.0]
     model = symmetric_dmft(covariance(c), target("same", c), tau=0.3, alpha=0.3, m=16, a0=1.0)

@@ -38,10 +38,10 @@ import numpy as np  # noqa: E402
 
 from dmft_jax import _adjoint as adj  # noqa: E402
 from dmft_jax import _observables as obs  # noqa: E402
-from dmft_jax._covariance import covariance, target  # noqa: E402
-from dmft_jax._dmft import symmetric_dmft  # noqa: E402
-from dmft_jax._grid import TimeGrid  # noqa: E402
-from dmft_jax._integrate import solve  # noqa: E402
+from dmft_jax import covariance, target  # noqa: E402
+from dmft_jax import symmetric_dmft  # noqa: E402
+from dmft_jax import TimeGrid  # noqa: E402
+from dmft_jax import solve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTING = dict(m=8, alpha=0.5, tau=0.3)

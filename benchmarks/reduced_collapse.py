@@ -45,11 +45,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dmft_jax._covariance import target as make_target  # noqa: E402
-from dmft_jax._dmft import symmetric_dmft  # noqa: E402
-from dmft_jax._grid import TimeGrid  # noqa: E402
-from dmft_jax._integrate import integrate, solve  # noqa: E402
-from dmft_jax._reduced import h2_model, lz1, lz2_model, mf1, mf2_model  # noqa: E402
+from dmft_jax import target as make_target  # noqa: E402
+from dmft_jax import symmetric_dmft  # noqa: E402
+from dmft_jax import TimeGrid  # noqa: E402
+from dmft_jax import integrate, solve  # noqa: E402
+from dmft_jax import h2_model, lz1, lz2_model, mf1, mf2_model  # noqa: E402
 
 QUAD = [0.0, 0.9, 0.5]               # h = 0.9q + q^2/2
 CUBIC = [0.0, 0.9, 0.0, 1.0 / 6.0]   # h = 0.9q + q^3/6

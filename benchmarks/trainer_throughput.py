@@ -40,8 +40,8 @@ from _report import replace_section  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from dmft_jax._network import problem  # noqa: E402
-from dmft_jax._train import Protocol, n_samples, train  # noqa: E402
+from dmft_jax import problem  # noqa: E402
+from dmft_jax import Protocol, n_samples, train  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -49,10 +49,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import dmft_jax as dj  # noqa: E402
-from dmft_jax._algebra import Symmetric  # noqa: E402
-from dmft_jax._covariance import target  # noqa: E402
-from dmft_jax._dmft import general_dmft, symmetric_dmft  # noqa: E402
-from dmft_jax._gaussian_model import gaussian_model_from_dmft, simulate  # noqa: E402
+from dmft_jax import Symmetric  # noqa: E402
+from dmft_jax import target  # noqa: E402
+from dmft_jax import general_dmft, symmetric_dmft  # noqa: E402
+from dmft_jax import gaussian_model_from_dmft, simulate  # noqa: E402
 
 T_MAX = 5.0
 ALPHA_BAR = 1.5

@@ -40,6 +40,8 @@ from ._grid import TimeGrid as TimeGrid
 from ._integrate import (
     AbstractModel as AbstractModel,
     Adaptive as Adaptive,
+    CHUNK_FROM as CHUNK_FROM,
+    chunk_bounds as chunk_bounds,
     integrate as integrate,
     solve as solve,
 )
@@ -82,7 +84,12 @@ from ._threshold import (
     relaxation_scan as relaxation_scan,
     threshold as threshold,
 )
-from ._train import Protocol as Protocol, Trajectory as Trajectory, train as train
+from ._train import (
+    Protocol as Protocol,
+    Trajectory as Trajectory,
+    n_samples as n_samples,
+    train as train,
+)
 from ._trainer_grad import trainer_value_and_grad as trainer_value_and_grad
 
 try:

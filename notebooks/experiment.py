@@ -41,9 +41,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dmft_jax._network import problem  # noqa: E402
-from dmft_jax._sweep import SweepResult, sweep  # noqa: E402
-from dmft_jax._train import n_samples  # noqa: E402
+from dmft_jax import problem  # noqa: E402
+from dmft_jax import SweepResult, sweep  # noqa: E402
+from dmft_jax import n_samples  # noqa: E402
 
 SMOKE = os.environ.get("SMOKE_TEST", "0") not in ("", "0")
 NOTEBOOK = "experiment"

@@ -54,7 +54,7 @@ import hyperopt  # noqa: E402
 
 from dmft_jax import _adjoint as adj  # noqa: E402
 from dmft_jax import _observables as obs  # noqa: E402
-from dmft_jax._grid import TimeGrid  # noqa: E402
+from dmft_jax import TimeGrid  # noqa: E402
 
 SMOKE = os.environ.get("SMOKE_TEST", "0") not in ("", "0")
 NOTEBOOK = "hyperparameters"
@@ -156,9 +156,9 @@ print(f"smoothed T*(a0 = 0.3) = {float(value):.4f}, dT*/da0 = {float(grads['a0']
 # optimizer, with the data and initializations fixed by the seeds.
 
 # %%
-from dmft_jax._network import problem  # noqa: E402
-from dmft_jax._train import Protocol  # noqa: E402
-from dmft_jax._trainer_grad import trainer_value_and_grad  # noqa: E402
+from dmft_jax import problem  # noqa: E402
+from dmft_jax import Protocol  # noqa: E402
+from dmft_jax import trainer_value_and_grad  # noqa: E402
 
 prob = problem(hyperopt.H, "same")
 protocol = Protocol(m=8, d=20 if SMOKE else 100, steps=40 if SMOKE else 400, record_every=10)

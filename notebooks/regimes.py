@@ -47,13 +47,13 @@ except NameError:
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dmft_jax._covariance import target  # noqa: E402
-from dmft_jax._dmft import symmetric_dmft  # noqa: E402
-from dmft_jax._grid import TimeGrid  # noqa: E402
-from dmft_jax._integrate import solve  # noqa: E402
-from dmft_jax._meanfield import mean_field_model  # noqa: E402
-from dmft_jax._reduced import lz1, lz2_model, mf1, mf2_model, tau_prime  # noqa: E402
-from dmft_jax._threshold import kindex_threshold, threshold  # noqa: E402
+from dmft_jax import target  # noqa: E402
+from dmft_jax import symmetric_dmft  # noqa: E402
+from dmft_jax import TimeGrid  # noqa: E402
+from dmft_jax import solve  # noqa: E402
+from dmft_jax import mean_field_model  # noqa: E402
+from dmft_jax import lz1, lz2_model, mf1, mf2_model, tau_prime  # noqa: E402
+from dmft_jax import kindex_threshold, threshold  # noqa: E402
 
 SMOKE = os.environ.get("SMOKE_TEST", "0") not in ("", "0")
 NOTEBOOK = "regimes"

@@ -15,3 +15,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 _cache = os.environ.get("DMFT_JAX_TEST_CACHE", str(ROOT / ".jax_cache"))
 jax.config.update("jax_compilation_cache_dir", _cache)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# The command-line tests, the demo and the notebooks run in subprocesses: the same cache lets
+# them reuse what the suite (or an earlier subprocess) compiled for the same program.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")

@@ -96,7 +96,7 @@ def _case(name):
     # does inside), so that the perturbed models of the finite differences share one shape.
     model, grid = adj.perturbed(model, grid, adj.zero_perturbations(model, grid, wrt))
     # The symmetric reverse pass runs on 2 causal chunks (a windowed backward loop, as in every
-    # solve of >= 256 steps); the general one on a single loop.
+    # solve of >= dj.CHUNK_FROM steps); the general one on a single loop.
     chunks = 2 if name == "symmetric" else None
     rev = adj.lower(probe, model, grid, wrt, "reverse", chunks).compile()
     return dict(name=name, model=model, grid=grid, wrt=wrt,

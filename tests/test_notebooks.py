@@ -31,7 +31,9 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path):
     cwd.mkdir(), tmp.mkdir()
     before = _files(path.parent)
     env = dict(os.environ, SMOKE_TEST="1", MPLBACKEND="Agg", JAX_ENABLE_X64="1",
-               DMFT_JAX_FIGURES=str(figures), TMPDIR=str(tmp))
+               DMFT_JAX_FIGURES=str(figures), TMPDIR=str(tmp),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(path.parents[1]),
+                                                        os.environ.get("PYTHONPATH")])))
     proc = subprocess.run([sys.executable, str(path)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
