@@ -145,8 +145,11 @@ def test_shapes_and_chain_rules(case):
         np.testing.assert_allclose(grads["alpha"], m * grads["alpha_bar"], rtol=1e-12)
 
 
+@pytest.mark.gpu
 def test_reverse_memory_is_quadratic(general_case):
-    """temp bytes of the compiled reverse pass at N and 2N: ratio ~4 (O(N^2)), not ~8."""
+    """temp bytes of the compiled reverse pass at N and 2N: ratio ~4 (O(N^2)), not ~8.
+    (Heavy: one more reverse compilation, ~14 s on the 2-core CPU; the reverse pass's memory
+    is also measured by benchmarks/grad_cost.py.)"""
     case = general_case
     big = TimeGrid(DT, 2 * STEPS)
     args = (probe, case["model"], big, case["wrt"], "reverse", None)
