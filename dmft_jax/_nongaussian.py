@@ -126,16 +126,14 @@ class NonGaussianDMFT(AbstractModel):
         """Buffers with a leading replica axis (groups). Draws (whitened, common random
         numbers from `key`): z (G, P, m, L) for xi_perp, z0 = r0 (G, P, k), eps (G, P)."""
         G, P, m, k, dtype = self.groups, self.draws, self.m, self.k, self.dtype
-        k1, k2, k3 = jax.random.split(self.key, 3)
         half = P // 2 if self.antithetic else P
-
-        def draw(key, shape, axis):
-            x = jax.random.normal(key, shape, dtype)
-            return jnp.concatenate([x, -x], axis=axis) if self.antithetic else x
-
-        z = draw(k1, (G, half, m, size), 1)
-        r0 = draw(k2, (G, half, k), 1)
-        eps = self.tau * draw(k3, (G, half), 1)
+        # One call to the generator (its compilation dominates for small problems).
+        flat = jax.random.normal(self.key, (G, half, m * size + k + 1), dtype)
+        if self.antithetic:
+            flat = jnp.concatenate([flat, -flat], axis=1)
+        z = flat[..., :m * size].reshape(G, P, m, size)
+        r0 = flat[..., m * size:m * size + k]
+        eps = self.tau * flat[..., -1]
         if self.phi is None:
             y, dphi = eps, jnp.zeros((G, P, k), dtype)
         else:
