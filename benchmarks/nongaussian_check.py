@@ -49,6 +49,8 @@ def main(argv=None):
     p.add_argument("--draws", type=int, default=8000)
     p.add_argument("--dt-net", type=float, default=0.01)
     p.add_argument("--ng-dts", type=float, nargs="+", default=[0.1, 0.05])
+    p.add_argument("--networks-only", action="store_true",
+                   help="only the networks (finite-d study); print, write nothing")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                  "nongaussian.md"))
     args = p.parse_args(argv)
@@ -72,6 +74,12 @@ def main(argv=None):
     for name, (mean, se, count) in net.items():
         rows[(name, "networks")] = [(at(t_net, mean[0, 0, 0, 0], t), at(t_net, se[0, 0, 0, 0], t))
                                     for t in CHECK_TIMES]
+
+    if args.networks_only:
+        for name in net:
+            cells = [f"{v:.4f} ({s:.4f})" for v, s in rows[(name, "networks")]]
+            print(f"| {name} | d = {args.d} | " + " | ".join(cells) + " |")
+        return
 
     # ---- Gaussian DMFT (general algebra, symmetric initialization)
     for dt in (0.1, 0.01):
