@@ -122,12 +122,13 @@ class NonGaussianDMFT(AbstractModel):
             & jnp.isfinite(self.tau) & jnp.all(jnp.isfinite(self.a0))
 
     # ----------------------------------------------------------------- buffers
-    def init(self, size: int) -> dict:
-        """Buffers with a leading replica axis (groups). Draws (whitened, common random
-        numbers from `key`): z (G, P, m, L) for xi_perp, z0 = r0 (G, P, k), eps (G, P)."""
+    def draws_of(self, size: int) -> dict:
+        """The draws of every replica (common random numbers from `key`): whitened normals
+        z (G, P, m, L) for xi_perp, r0 (G, P, k), the labels y = phi(r0) + eps (G, P) and
+        grad phi(r0) (G, P, k). One call to the generator (its compilation dominates small
+        problems)."""
         G, P, m, k, dtype = self.groups, self.draws, self.m, self.k, self.dtype
         half = P // 2 if self.antithetic else P
-        # One call to the generator (its compilation dominates for small problems).
         flat = jax.random.normal(self.key, (G, half, m * size + k + 1), dtype)
         if self.antithetic:
             flat = jnp.concatenate([flat, -flat], axis=1)
@@ -139,6 +140,11 @@ class NonGaussianDMFT(AbstractModel):
         else:
             y = self.phi(r0) + eps
             dphi = jax.grad(lambda x: jnp.sum(self.phi(x)))(r0)
+        return dict(z=z, r0=r0, y=y, dphi=dphi)
+
+    def init(self, size: int) -> dict:
+        """Buffers with a leading replica axis (groups), and the draws (`draws_of`)."""
+        G, P, m, k, dtype = self.groups, self.draws, self.m, self.k, self.dtype
         alg = self.algebra
         one = dict(
             a=jnp.zeros((m, size), dtype).at[:, 0].set(self.a0),
@@ -163,7 +169,7 @@ class NonGaussianDMFT(AbstractModel):
             J=jnp.zeros((P, m, m, size, size), dtype),
         )
         s = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (G,) + x.shape), one)
-        return dict(s, z=z, r0=r0, y=y, dphi=dphi)
+        return dict(s, **self.draws_of(size))
 
     def time_axes(self):
         two = ("C", "R", "Lf", "J")

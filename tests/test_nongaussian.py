@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import dmft_jax as dj
-from dmft_jax._nongaussian import NonGaussianDMFT, _SumOver
+from dmft_jax._dmft import DMFT
+from dmft_jax._nongaussian import _SumOver
 
 M, DT, STEPS, DRAWS, GROUPS = 2, 0.1, 20, 4000, 8
 A0 = np.array([1.2, 0.6])
@@ -24,8 +25,11 @@ S1, F1 = 0.8, 0.7                      # linear sigma(z) = S1 z, target phi(z) =
 V0 = np.array([[0.3], [-0.2]])
 QUAD = [0.0, 0.6, 0.4]                 # h = 0.6 q + 0.4 q^2 (spec N14, 7.8)
 GRID = dj.TimeGrid(DT, STEPS)
-# pure noise for the Gaussian solver, in the pytree shapes of the linear target (one compilation)
+# Pure noise written as the zero target, in the pytree shapes of the linear target, so that all
+# solves share one compilation (the phi=None path gives the same draws and labels:
+# test_pure_noise_is_the_zero_target).
 ZERO_TARGET = dj.Target((dj.Polynomial([0.0, 0.0, 0.0]),), 0.0)
+ZERO_PHI = _SumOver(dj.hermite_activation([0.0, 0.0, 0.0]))
 
 
 def _linear_phi(r0):
@@ -37,19 +41,17 @@ def _linear_case(target: bool):
     shapes as the quadratic case, so that the solves share one compilation."""
     sigma, h = dj.hermite_activation([0.0, S1, 0.0]), dj.Polynomial([0.0, S1**2, 0.0])
     if not target:
-        return dict(sigma=sigma, phi=None, h=h, tg=None, v=None, gauss_tg=ZERO_TARGET)
+        return dict(sigma=sigma, phi=ZERO_PHI, h=h, tg=ZERO_TARGET, v=None,
+                    gauss_tg=ZERO_TARGET)
     return dict(sigma=sigma, phi=_SumOver(dj.hermite_activation([0.0, F1, 0.0])), h=h,
                 tg=dj.target([0.0, S1 * F1, 0.0], [0.0, S1**2, 0.0]), v=V0,
                 gauss_tg=dj.target([0.0, S1 * F1, 0.0], [0.0, S1**2, 0.0]))
 
 
-def _ng(case, key=0, cls=None, **kw):
+def _ng(case, key=0, **kw):
     model = dj.nongaussian_dmft(case["sigma"], case["phi"], h=case["h"], target=case["tg"],
                                 tau=TAU, a=A0, v=case["v"], alpha_bar=ABAR, draws=DRAWS,
                                 key=key, groups=GROUPS, **kw)
-    if cls is not None:
-        fields = [f.name for f in dataclasses.fields(model) if f.init]
-        model = cls(**{f: getattr(model, f) for f in fields})
     return dj.solve(model, GRID)
 
 
@@ -63,10 +65,11 @@ def linear(target: bool):
 
 @functools.lru_cache(maxsize=None)
 def quadratic(key=0):
-    """Pure noise with h = 0.6 q + 0.4 q^2 (the same pytree shapes as the linear pure-noise
-    case: one compilation)."""
-    return dj.solve(dj.nongaussian_dmft(QUAD, None, tau=TAU, a=A0, alpha_bar=ABAR,
-                                        draws=DRAWS, key=key, groups=GROUPS), GRID)
+    """Pure noise with h = 0.6 q + 0.4 q^2 (the same pytree shapes as the linear cases: one
+    compilation)."""
+    return dj.solve(dj.nongaussian_dmft(QUAD, ZERO_PHI, target=ZERO_TARGET, tau=TAU, a=A0,
+                                        alpha_bar=ABAR, draws=DRAWS, key=key, groups=GROUPS),
+                    GRID)
 
 
 def zscores(ng, gauss, name):
@@ -101,20 +104,27 @@ def test_linear_sigma_equals_gaussian_dmft(target):
     assert np.all(np.isfinite(clipped)) and np.all(clipped >= 0) and clipped.max() < 0.05
 
 
-class _WithoutN4(NonGaussianDMFT):
-    """The printed K.8 (no alpha_bar in C^E): the misreading N4 corrects."""
+class _GaussianWithoutN4(DMFT):
+    """The Gaussian DMFT with its noise covariance divided by alpha_bar: the mismatch that
+    the printed K.8 (N4 not applied) makes between the two theories."""
 
-    def _sample_side(self, n, s, wts):
-        s, kern = super()._sample_side(n, s, wts)
+    def _kernels(self, n, s, wts):
+        s, kern = super()._kernels(n, s, wts)
         return s, kern._replace(noise=kern.noise / self.alpha_bar)
 
 
 def test_linear_identity_detects_a_broken_convention():
-    """The identity test has power: with the printed K.8 (N4 not applied), the same
-    comparison is many standard errors off."""
-    _, gauss = linear(True)
-    bad = _ng(_linear_case(True), cls=_WithoutN4)
-    worst = max(zscores(bad, gauss, name).max() for name in OBSERVABLES + ("v",))
+    """The identity test has power: against a Gaussian DMFT whose noise covariance lacks the
+    factor alpha_bar (the N4 misreading of K.8, applied on the side that compiles faster), the
+    same comparison is many standard errors off. (The same break on the non-Gaussian side,
+    and the force sign, N3 and M^delta breaks: docs/nongaussian.md section 4.)"""
+    ng, _ = linear(True)
+    case = _linear_case(True)
+    good = dj.general_dmft(case["h"], case["gauss_tg"], tau=TAU, a=A0, C=np.eye(M), v=V0,
+                           alpha_bar=ABAR)
+    fields = [f.name for f in dataclasses.fields(good) if f.init]
+    bad = dj.solve(_GaussianWithoutN4(**{f: getattr(good, f) for f in fields}), GRID)
+    worst = max(zscores(ng, bad, name).max() for name in OBSERVABLES + ("v",))
     assert worst > 10, worst
 
 
@@ -149,9 +159,9 @@ def test_identities_nonlinear():
 def test_common_random_numbers():
     """The same key gives the identical result; another key a different one, within error."""
     first = quadratic(0)
-    again = dj.solve(dj.nongaussian_dmft(QUAD, None, tau=TAU, a=A0, alpha_bar=ABAR,
-                                         draws=DRAWS, key=jax.random.PRNGKey(0),
-                                         groups=GROUPS), GRID)
+    again = dj.solve(dj.nongaussian_dmft(QUAD, ZERO_PHI, target=ZERO_TARGET, tau=TAU, a=A0,
+                                         alpha_bar=ABAR, draws=DRAWS,
+                                         key=jax.random.PRNGKey(0), groups=GROUPS), GRID)
     for name in ("e_tr", "a", "nu", "C"):
         np.testing.assert_array_equal(np.asarray(getattr(first, name)),
                                       np.asarray(getattr(again, name)))
@@ -162,6 +172,18 @@ def test_common_random_numbers():
         se = np.hypot(np.asarray(getattr(first, name + "_se"))[1:],
                       np.asarray(getattr(other, name + "_se"))[1:])
         assert np.all(np.abs(x - y) <= 4.5 * se + 1e-12), (name, (np.abs(x - y) / se).max())
+
+
+def test_pure_noise_is_the_zero_target():
+    """phi=None (pure noise) draws the same paths and labels y = eps, with grad phi = 0, as the
+    zero target used by the solves above; everything after the draws is the same code."""
+    kw = dict(tau=TAU, a=A0, alpha_bar=ABAR, draws=16, key=3, groups=2)
+    none = dj.nongaussian_dmft(QUAD, None, **kw).draws_of(4)
+    zero = dj.nongaussian_dmft(QUAD, ZERO_PHI, target=ZERO_TARGET, **kw).draws_of(4)
+    assert none.keys() == zero.keys() == {"z", "r0", "y", "dphi"}
+    for key in none:
+        np.testing.assert_array_equal(np.asarray(none[key]), np.asarray(zero[key]), err_msg=key)
+    assert np.all(np.asarray(none["dphi"]) == 0) and np.any(np.asarray(none["y"]) != 0)
 
 
 def _kw(**over):
