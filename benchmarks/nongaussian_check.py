@@ -49,6 +49,8 @@ def main(argv=None):
     p.add_argument("--draws", type=int, default=8000)
     p.add_argument("--dt-net", type=float, default=0.01)
     p.add_argument("--ng-dts", type=float, nargs="+", default=[0.1, 0.05])
+    p.add_argument("--section", default=None,
+                   help="key of the results section (default m=<m>)")
     p.add_argument("--networks-only", action="store_true",
                    help="only the networks (finite-d study); print, write nothing")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
@@ -152,7 +154,7 @@ def main(argv=None):
     header = ("# The non-Gaussian DMFT against real networks (issue 10)\n\n"
               "Written by `benchmarks/nongaussian_check.py` (see its docstring for the setting). "
               "One section per width.\n")
-    replace_section(args.out, "nongaussian", f"m={m}", text, header)
+    replace_section(args.out, "nongaussian", args.section or f"m={m}", text, header)
 
 
 if __name__ == "__main__":

@@ -81,8 +81,12 @@ class NonGaussianDMFT(AbstractModel):
     the target's phihat, ||phi||^2: used only by the test error [4.6]); `tau`, `alpha_bar`;
     `a0` (m,), `c0` (m, m), `v0` (m, k); `key` (common random numbers: the same key gives the
     same draws); `draws` per replica and `groups` replicas (static); `freeze_a`;
-    `antithetic` (each replica's draws in pairs (z, -z): (xi, r0, eps) -> -(xi, r0, eps),
-    spec 7.8); `rtol`: relative cutoff of the least-squares solve of the path extension.
+    `antithetic` (bool array: each replica's second half of draws is minus its first half,
+    (xi, r0, eps) -> -(xi, r0, eps), spec 7.8); `exchangeable` (bool array: under a symmetric
+    initialization, average every kernel over neuron permutations, i.e. project matrices on
+    D I + O (J - I) and neuron vectors on their mean, spec 4.7 and 7.8; exact in expectation,
+    it only removes noise); `rtol`: relative cutoff of the least-squares solve of the path
+    extension. `antithetic` and `exchangeable` are traced: switching them does not recompile.
     """
 
     sigma: Callable
@@ -98,7 +102,8 @@ class NonGaussianDMFT(AbstractModel):
     draws: int = eqx.field(static=True)
     groups: int = eqx.field(static=True)
     freeze_a: bool = eqx.field(static=True, default=False)
-    antithetic: bool = eqx.field(static=True, default=False)
+    antithetic: Array = False
+    exchangeable: Array = False
     rtol: float = eqx.field(static=True, default=1e-7)
 
     @property
@@ -128,10 +133,10 @@ class NonGaussianDMFT(AbstractModel):
         grad phi(r0) (G, P, k). One call to the generator (its compilation dominates small
         problems)."""
         G, P, m, k, dtype = self.groups, self.draws, self.m, self.k, self.dtype
-        half = P // 2 if self.antithetic else P
-        flat = jax.random.normal(self.key, (G, half, m * size + k + 1), dtype)
-        if self.antithetic:
-            flat = jnp.concatenate([flat, -flat], axis=1)
+        flat = jax.random.normal(self.key, (G, P, m * size + k + 1), dtype)
+        half = flat[:, :P // 2]
+        pairs = jnp.concatenate([half, -half, flat[:, 2 * (P // 2):]], axis=1)
+        flat = jnp.where(self.antithetic, pairs, flat)
         z = flat[..., :m * size].reshape(G, P, m, size)
         r0 = flat[..., m * size:m * size + k]
         eps = self.tau * flat[..., -1]
@@ -243,6 +248,10 @@ class NonGaussianDMFT(AbstractModel):
                else abar / m * jnp.mean(E_n[:, None] * sig, axis=0))               # K.1
         kernels = Kernels(delta=m_delta, memory=memory, memory_jump=jump, noise=-m * c_e,
                           force=-m_star, d_a=d_a)
+        sym = Kernels(*[_symmetrize(x, name in ("delta", "memory", "memory_jump", "noise"))
+                        for name, x in kernels._asdict().items()])
+        kernels = jax.tree_util.tree_map(lambda x, y: jnp.where(self.exchangeable, y, x),
+                                         kernels, sym)
         s = dict(s, nu_k2=s["nu_k2"].at[:, n].set(abar * jnp.mean(F_n * r_n, axis=0)),  # K.2
                  e_tr=s["e_tr"].at[n].set(0.5 * jnp.mean(E_n**2)))
         return s, kernels
@@ -351,6 +360,18 @@ class NonGaussianSolution(Solution):
     draws: int = eqx.field(static=True, default=0)
 
 
+def _symmetrize(x, matrix: bool):
+    """Average over neuron permutations: a matrix (m, m, ...) -> D I + O (J - I) with D, O
+    the means of its diagonal and off-diagonal entries; a neuron vector (m, ...) -> its mean."""
+    if not matrix:
+        return jnp.broadcast_to(jnp.mean(x, axis=0), x.shape)
+    m = x.shape[0]
+    eye = jnp.eye(m, dtype=x.dtype).reshape((m, m) + (1,) * (x.ndim - 2))
+    d = jnp.sum(x * eye, axis=(0, 1)) / m
+    o = jnp.sum(x * (1 - eye), axis=(0, 1)) / max(m * (m - 1), 1)
+    return o + (d - o) * eye
+
+
 # ------------------------------------------------------------------------------ construction
 class _SumOver(eqx.Module):
     """phi(r0) = sum_c sigma(r0_c): the target "phi = sigma" in each of k directions."""
@@ -394,6 +415,7 @@ def _check_fn(name, fn, shape_in, shape_out):
 def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alpha_bar=None,
                      draws: int, key, groups: int = 8, h=None, target: Target | None = None,
                      k: int | None = None, freeze_a: bool = False, antithetic: bool = False,
+                     exchangeable: bool = False,
                      rtol: float = 1e-7) -> NonGaussianDMFT:
     """The non-Gaussian DMFT (spec nongaussian.md) from a deterministic initialization, validated.
 
@@ -414,7 +436,9 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
     - `draws`: total number of Monte Carlo draws, split into `groups` replicas (>= 2) for the
       standard errors; `draws` must be a multiple of `groups` (of 2 `groups` if
       `antithetic`). `key`: `jax.random.key`/`PRNGKey` or an integer seed.
-    - `freeze_a`: keep a(t) = a(0) (drop K.1). `rtol`: see `NonGaussianDMFT`.
+    - `freeze_a`: keep a(t) = a(0) (drop K.1). `antithetic`, `exchangeable`, `rtol`: see
+      `NonGaussianDMFT`; `exchangeable` needs a symmetric initialization (all a_i(0) equal,
+      C(0, 0) = D I + O (J - I), all v_i(0) equal).
     """
     spec = None
     if not callable(sigma) or isinstance(sigma, str):
@@ -473,6 +497,10 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
     if draws < unit or draws % unit:
         raise ValueError(f"draws must be a positive multiple of {unit} (groups"
                          f"{' x 2 for antithetic pairs' if antithetic else ''}), got {draws}")
+    if exchangeable and not (np.allclose(a, a[0]) and np.allclose(v0, v0[:1])
+                             and np.allclose(C0[~np.eye(m, dtype=bool)], C0[0, -1])):
+        raise ValueError("exchangeable=True needs a symmetric initialization: all a_i(0) equal, "
+                         "all v_i(0) equal and equal off-diagonal C_ij(0, 0)")
     if not 0 < rtol < 1:
         raise ValueError(f"rtol must be in (0, 1), got {rtol}")
     dtype = jnp.result_type(float)
@@ -481,7 +509,8 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
         tau=check_scalar("tau", tau, 0.0, strict=False), alpha_bar=alpha_bar,
         a0=jnp.asarray(a, dtype), c0=jnp.asarray(C0, dtype), v0=jnp.asarray(v0, dtype),
         key=_key(key), draws=draws // groups, groups=groups, freeze_a=bool(freeze_a),
-        antithetic=bool(antithetic), rtol=float(rtol))
+        antithetic=jnp.asarray(bool(antithetic)), exchangeable=jnp.asarray(bool(exchangeable)),
+        rtol=float(rtol))
 
 
 def linear_activation(s1: float):

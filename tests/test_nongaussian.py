@@ -174,6 +174,28 @@ def test_common_random_numbers():
         assert np.all(np.abs(x - y) <= 4.5 * se + 1e-12), (name, (np.abs(x - y) / se).max())
 
 
+def test_antithetic_and_exchangeable():
+    """The variance-reduction options (traced fields: the same compilation) under a symmetric
+    initialization a_i(0) = 1.2: `exchangeable` keeps the neurons exactly exchangeable
+    (a_1 = a_2, C_11 = C_22) and both options agree with the plain solve within error."""
+    kw = dict(tau=TAU, a=[1.2, 1.2], alpha_bar=ABAR, draws=DRAWS, key=0, groups=GROUPS)
+    plain, anti, exch = (
+        dj.solve(dj.nongaussian_dmft(QUAD, ZERO_PHI, target=ZERO_TARGET, **kw, **opt), GRID)
+        for opt in ({}, dict(antithetic=True), dict(exchangeable=True)))
+    a, c_t0 = np.asarray(exch.a), np.asarray(exch.C_t0)
+    np.testing.assert_allclose(a[:, 0], a[:, 1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(c_t0[:, 0, 0], c_t0[:, 1, 1], rtol=0, atol=1e-12)
+    assert not np.allclose(np.asarray(plain.a)[:, 0], np.asarray(plain.a)[:, 1])
+    for sol in (anti, exch):
+        assert sol.result == dj.RESULTS.successful
+        assert not np.allclose(np.asarray(sol.e_tr), np.asarray(plain.e_tr))
+        for name in ("e_tr", "a", "C_t0"):
+            x, y = np.asarray(getattr(sol, name))[1:], np.asarray(getattr(plain, name))[1:]
+            se = np.hypot(np.asarray(getattr(sol, name + "_se"))[1:],
+                          np.asarray(getattr(plain, name + "_se"))[1:])
+            assert np.all(np.abs(x - y) <= 4.5 * se + 1e-12), (name, (np.abs(x - y) / se).max())
+
+
 def test_pure_noise_is_the_zero_target():
     """phi=None (pure noise) draws the same paths and labels y = eps, with grad phi = 0, as the
     zero target used by the solves above; everything after the draws is the same code."""
@@ -205,6 +227,7 @@ def _kw(**over):
     (dict(key=jnp.zeros(3)), "key"),
     (dict(v=[[0.5], [0.1]]), "pure noise"),
     (dict(rtol=0.0), "rtol"),
+    (dict(exchangeable=True), "symmetric initialization"),
 ])
 def test_bad_input_raises(bad, match):
     with pytest.raises(ValueError, match=match):
