@@ -309,6 +309,7 @@ class NonGaussianDMFT(AbstractModel):
         ee = jnp.einsum("gpn,gpl->gnl", s["E"], s["E"]) / self.draws   # Mean[E(t) E(s)]
         dt = jnp.concatenate([jnp.diff(ts), jnp.zeros((1,), ts.dtype)])
         stiff = jnp.mean(s["lam"] * dt > 1.0, axis=(0, 1))
+        stein = self._stein(s, ts)
         return NonGaussianSolution(
             t=ts, a=mean["a"], v=mean["v"], nu=mean["nu"],
             rho=jnp.full((size,), jnp.nan, ts.dtype), e_tr=mean["e_tr"], e_ts=mean["e_ts"],
@@ -321,7 +322,31 @@ class NonGaussianDMFT(AbstractModel):
             nu_k2=mean["nu_k2"], nu_k2_se=se["nu_k2"],
             clipped=jnp.mean(s["clipped"], axis=0), sampling_mismatch=jnp.max(s["mismatch"], 0),
             stiff_fraction=stiff, stiffness=jnp.max(s["lam"], axis=(0, 1)),
+            stein_C0=jnp.mean(stein["C0"], 0), stein_C0_se=jnp.std(stein["C0"], 0, ddof=1)
+            / np.sqrt(G), stein_v=jnp.mean(stein["v"], 0),
+            stein_v_se=jnp.std(stein["v"], 0, ddof=1) / np.sqrt(G),
             replicas=per, groups=G, draws=G * self.draws)
+
+    def _stein(self, s, ts):
+        """Per replica, the weight side's Euler rates of C(t, 0) and v(t) minus the exact
+        identities I1 (t' = 0) and I2 of spec 4.4, which need no response kernels:
+        d/dt C_ij(t, 0) = -nu_i C_ij(t, 0) + alpha_bar Mean[F_i(t) xi_j(0)] and
+        dv_i/dt = -nu_i v_i + alpha_bar Mean[F_i(t) r0]. They agree exactly in expectation
+        (Stein's lemma, spec 4.4) when the sampled paths follow C; the differences measure the
+        sampling inconsistency of spec 7.5 (and Monte Carlo noise). Shapes (G, L, m, m) and
+        (G, L, m, k); NaN on the last row (no step after it)."""
+        dt = jnp.diff(ts)
+        abar, P = self.alpha_bar, self.draws
+        nu, C, v = s["nu"], s["C"][..., 0], s["v"]                     # (G,m,L) (G,m,m,L)
+        i1 = (-nu[:, :, None, :] * C
+              + abar * jnp.einsum("gpin,gpj->gijn", s["F"], s["xi"][..., 0]) / P)
+        i2 = -nu[:, :, None, :] * v + abar * jnp.einsum("gpin,gpc->gicn", s["F"], s["r0"]) / P
+
+        def rate(x):
+            r = jnp.diff(x, axis=-1) / dt
+            return jnp.concatenate([r, jnp.full(r.shape[:-1] + (1,), jnp.nan, r.dtype)], -1)
+
+        return dict(C0=jnp.moveaxis(rate(C) - i1, -1, 1), v=jnp.moveaxis(rate(v) - i2, -1, 1))
 
 
 class NonGaussianSolution(Solution):
@@ -338,7 +363,10 @@ class NonGaussianSolution(Solution):
     covariance clipped when the Gaussian paths are extended (spec 7.5; replica mean);
     `sampling_mismatch` (T,): max |sampled - wanted| cross-covariance of xi[n] with its past
     (replica max); `stiffness` (T,): max over draws of lambda_max(S_p)/m; `stiff_fraction`
-    (T,): the fraction of draws with dt lambda_max(S_p)/m > 1 (spec 7.6); `replicas`: the
+    (T,): the fraction of draws with dt lambda_max(S_p)/m > 1 (spec 7.6); `stein_C0`
+    (T, m, m), `stein_v` (T, m, k) and their `_se`: the weight side's rates of C(t, 0) and v
+    minus the response-free identities I1, I2 (spec 4.4), zero in expectation for exactly
+    sampled paths (NaN on the last row; see `NonGaussianDMFT._stein`); `replicas`: the
     per-replica one-time series (dict, leading axis groups); `groups`, `draws` (total).
     """
 
@@ -355,6 +383,10 @@ class NonGaussianSolution(Solution):
     sampling_mismatch: Array = None
     stiffness: Array = None
     stiff_fraction: Array = None
+    stein_C0: Array = None
+    stein_C0_se: Array = None
+    stein_v: Array = None
+    stein_v_se: Array = None
     replicas: dict = None
     groups: int = eqx.field(static=True, default=1)
     draws: int = eqx.field(static=True, default=0)
