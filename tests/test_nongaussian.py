@@ -196,6 +196,16 @@ def test_antithetic_and_exchangeable():
             assert np.all(np.abs(x - y) <= 4.5 * se + 1e-12), (name, (np.abs(x - y) / se).max())
 
 
+def test_divergence_is_reported():
+    """A step far beyond the per-draw stability bound (spec 7.6: dt lambda_max(S)/m >~ 2)
+    diverges, and the shared rule of dmft_jax._results reports it (the solve raises with the
+    RESULTS.diverged message); dt is traced, so this reuses the compilation."""
+    model = dj.nongaussian_dmft(QUAD, ZERO_PHI, target=ZERO_TARGET, tau=TAU, a=A0,
+                                alpha_bar=ABAR, draws=DRAWS, key=0, groups=GROUPS)
+    with pytest.raises(Exception, match="diverged"):
+        dj.solve(model, dj.TimeGrid(2.0, STEPS))
+
+
 def test_pure_noise_is_the_zero_target():
     """phi=None (pure noise) draws the same paths and labels y = eps, with grad phi = 0, as the
     zero target used by the solves above; everything after the draws is the same code."""
