@@ -64,6 +64,12 @@ from ._reduced import (
     mf2_model as mf2_model,
     tau_prime as tau_prime,
 )
+from ._nongaussian import (
+    NonGaussianDMFT as NonGaussianDMFT,
+    NonGaussianSolution as NonGaussianSolution,
+    linear_activation as linear_activation,
+    nongaussian_dmft as nongaussian_dmft,
+)
 from ._results import RESULTS as RESULTS
 from ._solution import Solution as Solution
 from ._stability import (

@@ -1,0 +1,553 @@
+"""The non-Gaussian DMFT of the real two-layer network (paper App. K, spec nongaussian.md):
+the causal pass of spec section 7.3 on a fixed grid with the Euler stepper.
+
+The weight side (W1-W5, spec section 4.2) is the Gaussian DMFT's, reused unchanged through
+`dmft_jax._dmft.weight_terms` / `weight_row` in the `General(m)` algebra; only the kernel
+provider changes (spec section 6.1). The kernels of row n are Monte Carlo averages over draws
+of the sample-side process (spec section 4.3, grid formulas of section 7.2):
+
+    r_p[n]   = xi_p[n] + sum_{l<n} w_l R[n,l] F_p[l]                                  (K.4)
+    E_p[n]   = y_p - (1/m) a[n].sigma(r_p[n]),  g = a * sigma'(r),  F = g E / m          (K.5)
+    S_p[n]   = -diag(a sigma''(r)) E + g g^T / m                                       (K.9)
+    J_p[n,l] = -(1/m) (R[n,l] S_p[l] + sum_{l<q<n} w_q R[n,q] S_p[q] J_p[q,l])          (K.13)
+    K_p[n]   = (1/m) sum_{l<n} w_l R[n,l] (g_p[l] grad phi(r0_p)^T - S_p[l] K_p[l])     (K.14)
+
+    M^delta[n] = alpha_bar avg S[n];  M[n,l] = alpha_bar avg S[n] J[n,l]                (K.6)
+    M*[n]      = (alpha_bar/m) avg (S[n] K[n] - g[n] grad phi^T)                        (K.7)
+    C^E[n,l]   = alpha_bar avg F[n] F[l]^T                                       (K.8', N4)
+    da/dt      = (alpha_bar/m) avg E sigma(r)                                          (K.1)
+
+In the Gaussian DMFT's conventions (`Kernels`): delta = M^delta, memory = M, noise = -m C^E
+(the weight side feels -(1/m) M^C = C^E), force = -M*, d_a = da/dt. nu is W5 (the weight
+side's C_ii(t, t) = 1); nu_K2 = alpha_bar avg F_i r_i (K.2) is a diagnostic (N14).
+
+**Gaussian paths** (spec N3, 7.3 step 4). r0 = z0 ~ N(0, I_k) exactly and
+xi[n] = v[n] r0 + xi_perp[n], xi_perp ~ GP(0, C - v v^T) (N3, "equivalent form"). xi_perp is
+extended row by row conditionally on its realized past: with Lf the block-lower-triangular
+factor of the realized past (xi_perp[l] = sum_{q<=l} Lf[l,q] z[q]), the new block row is
+X = B (Lf_past^T)^+ (least squares; B = C[n, <n] - v[n] v[<n]^T) and Lf[n,n] the symmetric
+square root of the Schur complement C[n,n] - v v^T - X X^T with its negative eigenvalues
+clipped to zero. The Euler covariance is not PSD (spec 7.5): the clipped mass (sum of the
+negative eigenvalues' magnitudes) and the mismatch |X Lf_past^T - B| are reported per row in
+the solution (`clipped`, `sampling_mismatch`), never hidden.
+
+**Replicas and standard errors.** The `draws` are split into `groups` independent replicas of
+draws / groups draws each, each with its own weight side (vmapped). Every observable is the
+replica mean, and its standard error is the replica standard deviation / sqrt(groups) (batch
+means over draw groups, each group a full, self-consistent solve). The bias of a replica's
+nonlinear feedback is O(groups / draws), below the standard error for draws / groups >~ 100.
+
+**Memory.** Per draw the history of xi, F, g, E (N_t m each), S (N_t m^2), K (N_t m k) and the
+response tensor J (N_t^2 m^2) is kept: about 8 N_t^2 m^2 bytes per draw in float64 (m = 2,
+N_t = 40, 10^4 draws: 0.5 GB). The sampling step solves a least-squares problem of size
+(N_t m)^2 per row and replica (O(N_t^4 m^3) in total). Meant for small m and N_t.
+
+What is *not* done yet (see docs/nongaussian.md): the fixed-point iteration over whole
+trajectories (spec 7.4), path-wise PSD sampling (7.5), the semi-implicit per-draw step (7.6),
+control variates, memory-light responses, the symmetric algebra, gradients, the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+from ._algebra import General
+from ._checks import check_kernel, check_scalar, concrete, target_or_noise
+from ._covariance import AbstractKernel, Activation, Target, activation, covariance
+from ._dmft import Kernels, check_initialization, weight_row, weight_terms
+from ._integrate import AbstractModel
+from ._solution import Solution
+from ._stepper import RowWeights
+
+
+def _d1(fn):
+    """sigma' of an elementwise function, by forward mode."""
+    return lambda x: jax.jvp(fn, (x,), (jnp.ones_like(x),))[1]
+
+
+class NonGaussianDMFT(AbstractModel):
+    """The non-Gaussian DMFT (App. K, spec nongaussian.md sections 4, 6, 7.2, 7.3): the causal
+    pass, Euler stepper, `General(m)` algebra. Construct with `nongaussian_dmft`, solve with
+    `dj.solve(model, dj.TimeGrid(dt, steps))` (Euler only; other steppers raise ValueError).
+
+    **Fields:** `sigma`, `phi` (pointwise activation and target, jnp-callable Modules; phi maps
+    r0 (..., k) to (...), None for pure noise); `h`, `target` (the activation's covariance and
+    the target's phihat, ||phi||^2: used only by the test error [4.6]); `tau`, `alpha_bar`;
+    `a0` (m,), `c0` (m, m), `v0` (m, k); `key` (common random numbers: the same key gives the
+    same draws); `draws` per replica and `groups` replicas (static); `freeze_a`;
+    `antithetic` (bool array: each replica's second half of draws is minus its first half,
+    (xi, r0, eps) -> -(xi, r0, eps), spec 7.8); `exchangeable` (bool array: under a symmetric
+    initialization, average every kernel over neuron permutations, i.e. project matrices on
+    D I + O (J - I) and neuron vectors on their mean, spec 4.7 and 7.8; exact in expectation,
+    it only removes noise); `rtol`: relative cutoff of the least-squares solve of the path
+    extension. `antithetic` and `exchangeable` are traced: switching them does not recompile.
+    """
+
+    sigma: Callable
+    phi: Callable | None
+    h: AbstractKernel
+    target: Target
+    tau: Array
+    alpha_bar: Array
+    a0: Array
+    c0: Array
+    v0: Array
+    key: Array
+    draws: int = eqx.field(static=True)
+    groups: int = eqx.field(static=True)
+    freeze_a: bool = eqx.field(static=True, default=False)
+    antithetic: Array = False
+    exchangeable: Array = False
+    rtol: float = eqx.field(static=True, default=1e-7)
+
+    @property
+    def m(self) -> int:
+        return self.a0.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.target.k
+
+    @property
+    def algebra(self) -> General:
+        return General(self.m)
+
+    @property
+    def dtype(self):
+        return jnp.result_type(float, self.tau, self.alpha_bar, self.a0)
+
+    def valid(self) -> Array:
+        return (self.alpha_bar > 0) & (self.tau >= 0) & jnp.isfinite(self.alpha_bar) \
+            & jnp.isfinite(self.tau) & jnp.all(jnp.isfinite(self.a0))
+
+    # ----------------------------------------------------------------- buffers
+    def draws_of(self, size: int) -> dict:
+        """The draws of every replica (common random numbers from `key`): whitened normals
+        z (G, P, m, L) for xi_perp, r0 (G, P, k), the labels y = phi(r0) + eps (G, P) and
+        grad phi(r0) (G, P, k). One call to the generator (its compilation dominates small
+        problems)."""
+        G, P, m, k, dtype = self.groups, self.draws, self.m, self.k, self.dtype
+        flat = jax.random.normal(self.key, (G, P, m * size + k + 1), dtype)
+        half = flat[:, :P // 2]
+        pairs = jnp.concatenate([half, -half, flat[:, 2 * (P // 2):]], axis=1)
+        flat = jnp.where(self.antithetic, pairs, flat)
+        z = flat[..., :m * size].reshape(G, P, m, size)
+        r0 = flat[..., m * size:m * size + k]
+        eps = self.tau * flat[..., -1]
+        if self.phi is None:
+            y, dphi = eps, jnp.zeros((G, P, k), dtype)
+        else:
+            y = self.phi(r0) + eps
+            dphi = jax.grad(lambda x: jnp.sum(self.phi(x)))(r0)
+        return dict(z=z, r0=r0, y=y, dphi=dphi)
+
+    def init(self, size: int) -> dict:
+        """Buffers with a leading replica axis (groups), and the draws (`draws_of`)."""
+        G, P, m, k, dtype = self.groups, self.draws, self.m, self.k, self.dtype
+        alg = self.algebra
+        one = dict(
+            a=jnp.zeros((m, size), dtype).at[:, 0].set(self.a0),
+            v=jnp.zeros((m, k, size), dtype).at[..., 0].set(self.v0),
+            C=alg.history_set(alg.history_zeros(size, dtype), 0,
+                              jnp.zeros((m, m, size), dtype).at[..., 0].set(self.c0), True),
+            R=alg.history_zeros(size, dtype),
+            nu=jnp.zeros((m, size), dtype),
+            rho=jnp.zeros((size,), dtype),
+            nu_k2=jnp.zeros((m, size), dtype),
+            e_tr=jnp.zeros((size,), dtype),
+            clipped=jnp.zeros((size,), dtype),
+            mismatch=jnp.zeros((size,), dtype),
+            Lf=jnp.zeros((m, m, size, size), dtype),
+            xi=jnp.zeros((P, m, size), dtype),
+            F=jnp.zeros((P, m, size), dtype),
+            g=jnp.zeros((P, m, size), dtype),
+            E=jnp.zeros((P, size), dtype),
+            lam=jnp.zeros((P, size), dtype),
+            S=jnp.zeros((P, m, m, size), dtype),
+            K=jnp.zeros((P, m, k, size), dtype),
+            J=jnp.zeros((P, m, m, size, size), dtype),
+        )
+        s = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (G,) + x.shape), one)
+        return dict(s, **self.draws_of(size))
+
+    def time_axes(self):
+        two = ("C", "R", "Lf", "J")
+        zero = ("r0", "y", "dphi")
+        out = {key: (2 if key in two else 0 if key in zero else 1)
+               for key in ("a", "v", "C", "R", "nu", "rho", "nu_k2", "e_tr", "clipped",
+                           "mismatch", "Lf", "xi", "F", "g", "E", "lam", "S", "K", "J", "z",
+                           "r0", "y", "dphi")}
+        return out
+
+    def advancing(self):
+        return frozenset({"a", "v", "C", "R"})
+
+    # -------------------------------------------------------------- one row
+    def _extend_paths(self, n, s):
+        """Spec 7.3 step 4 (here at the start of row n): xi_p[n] given the realized past."""
+        m, size = self.m, s["rho"].shape[-1]
+        past = jnp.arange(size) < n
+        v, v_n = s["v"], s["v"][..., n]
+        q_n = s["C"][:, :, n, :] - jnp.einsum("ic,jcl->ijl", v_n, v)    # C - v v^T, row n
+        mask2 = (past[:, None, None, None] & past[None, None, :, None])
+        A = jnp.where(mask2, jnp.transpose(s["Lf"], (2, 0, 3, 1)), 0.0).reshape(size * m, size * m)
+        B = jnp.where(past[None, :, None], jnp.transpose(q_n, (0, 2, 1)), 0.0).reshape(m, size * m)
+        X = (jnp.linalg.pinv(A, rtol=self.rtol) @ B.T).T                 # (m, L m)
+        mismatch = jnp.max(jnp.abs(X @ A.T - B))
+        schur = q_n[..., n] - X @ X.T
+        lam, U = jnp.linalg.eigh(0.5 * (schur + schur.T))
+        clipped = jnp.sum(jnp.maximum(-lam, 0.0))
+        l_nn = (U * jnp.sqrt(jnp.maximum(lam, 0.0))) @ U.T
+        row = jnp.transpose(X.reshape(m, size, m), (0, 2, 1))            # (i, j, l)
+        row = jnp.where(past, row, 0.0).at[..., n].set(l_nn)
+        xi_n = jnp.einsum("ijl,pjl->pi", row, s["z"]) + s["r0"] @ v_n.T
+        return dict(s, Lf=s["Lf"].at[:, :, n, :].set(row), xi=s["xi"].at[..., n].set(xi_n),
+                    clipped=s["clipped"].at[n].set(clipped),
+                    mismatch=s["mismatch"].at[n].set(mismatch)), xi_n
+
+    def _sample_side(self, n, s, wts: RowWeights):
+        """Spec 7.2 (K.4, K.5, K.9, K.13, K.14) and the kernels of row n (K.1, K.6-K.8)."""
+        m, P = self.m, self.draws
+        s, xi_n = self._extend_paths(n, s)
+        R_n, a_n, w = s["R"][:, :, n, :], s["a"][:, n], wts.w
+        r_n = xi_n + jnp.einsum("l,ijl,pjl->pi", w, R_n, s["F"])            # K.4
+        sig = self.sigma(r_n)
+        d1 = _d1(self.sigma)
+        ds = d1(r_n)
+        dds = _d1(d1)(r_n)
+        E_n = s["y"] - sig @ a_n / m                                        # K.5
+        g_n = a_n * ds
+        F_n = g_n * E_n[:, None] / m
+        eye = jnp.eye(m, dtype=r_n.dtype)
+        S_n = (-(a_n * dds * E_n[:, None])[:, :, None] * eye
+               + g_n[:, :, None] * g_n[:, None, :] / m)                     # K.9
+        T = jnp.einsum("ijq,pjkq->pikq", R_n, s["S"])                       # R[n,q] S[q], q < n
+        J_n = -(T + jnp.einsum("q,pijq,pjkql->pikl", w, T, s["J"])) / m      # K.13
+        inner = (s["g"][:, :, None, :] * s["dphi"][:, None, :, None]
+                 - jnp.einsum("pjql,pqcl->pjcl", s["S"], s["K"]))
+        K_n = jnp.einsum("l,ijl,pjcl->pic", w, R_n, inner) / m               # K.14
+        F_hist = s["F"].at[..., n].set(F_n)
+        lam = jnp.linalg.eigvalsh(S_n)[:, -1] / m     # per-draw stiffness lambda_max(S) / m
+        s = dict(s, F=F_hist, g=s["g"].at[..., n].set(g_n), E=s["E"].at[:, n].set(E_n),
+                 S=s["S"].at[..., n].set(S_n), K=s["K"].at[..., n].set(K_n),
+                 J=s["J"].at[:, :, :, n, :].set(J_n), lam=s["lam"].at[:, n].set(lam))
+        abar = self.alpha_bar
+        m_delta = abar * jnp.mean(S_n, axis=0)                                     # K.6
+        memory = abar * jnp.einsum("pij,pjkl->ikl", S_n, J_n) / P
+        jump = -abar * jnp.einsum("pij,pjk->ik", S_n, S_n) / (P * m)  # M(t, t^-): J(t^+,t) = -S/m
+        m_star = abar / m * jnp.mean(jnp.einsum("pij,pjc->pic", S_n, K_n)
+                                     - g_n[:, :, None] * s["dphi"][:, None, :], axis=0)  # K.7
+        c_e = abar * jnp.einsum("pi,pjl->ijl", F_n, F_hist) / P                   # K.8'
+        d_a = (jnp.zeros_like(a_n) if self.freeze_a
+               else abar / m * jnp.mean(E_n[:, None] * sig, axis=0))               # K.1
+        kernels = Kernels(delta=m_delta, memory=memory, memory_jump=jump, noise=-m * c_e,
+                          force=-m_star, d_a=d_a)
+        sym = Kernels(*[_symmetrize(x, name in ("delta", "memory", "memory_jump", "noise"))
+                        for name, x in kernels._asdict().items()])
+        kernels = jax.tree_util.tree_map(lambda x, y: jnp.where(self.exchangeable, y, x),
+                                         kernels, sym)
+        s = dict(s, nu_k2=s["nu_k2"].at[:, n].set(abar * jnp.mean(F_n * r_n, axis=0)),  # K.2
+                 e_tr=s["e_tr"].at[n].set(0.5 * jnp.mean(E_n**2)))
+        return s, kernels
+
+    def _row1(self, n, s, wts: RowWeights):
+        s, kernels = self._sample_side(n, s, wts)
+        s, x = weight_terms(self.algebra, n, s, wts, kernels)             # W2-W5 (nu: W5)
+        row = weight_row(self.algebra, n, s, wts, x)                      # W1-W4 rates
+        return s, row._replace(stiff=None)
+
+    def row(self, n, s, wts: RowWeights):
+        if wts.jumps:
+            raise ValueError("NonGaussianDMFT implements the causal pass with the Euler stepper "
+                             "only (spec 7.2, 7.3): solve with dj.Euler() on a TimeGrid")
+        return jax.vmap(self._row1, in_axes=(None, 0, None))(n, s, wts)
+
+    def _write1(self, n, s, front):
+        alg = self.algebra
+        before = jnp.arange(s["rho"].shape[-1]) < n
+        c_row = jnp.where(before, front["C"], 0.0)
+        c_row = c_row.at[..., n].set(alg.with_unit_diagonal(front["C_eq"]))
+        return dict(
+            s,
+            a=s["a"].at[..., n].set(front["a"]),
+            v=s["v"].at[..., n].set(front["v"]),
+            C=alg.history_set(s["C"], n, c_row, column=True),
+            R=alg.history_set(s["R"], n, jnp.where(before, front["R"], 0.0), column=False),
+        )
+
+    def write(self, n, s, front):
+        return jax.vmap(self._write1, in_axes=(None, 0, 0))(n, s, front)
+
+    # --------------------------------------------------------------- result
+    def test_error(self, a: Array, v: Array, c_eq: Array) -> Array:
+        """e_ts [4.6]: (1/2)[tau^2 + ||phi||^2 - (2/m) sum_i a_i phihat(v_i)
+        + (1/m^2) sum_ij a_i a_j h(C_ij(t,t))]; a (T, m), v (T, m, k), c_eq (T, m, m)."""
+        fit = jnp.mean(a * self.target.phihat(v), axis=-1)
+        quad = jnp.mean(a[..., :, None] * a[..., None, :] * self.h(c_eq), axis=(-2, -1))
+        return 0.5 * (self.tau**2 + self.target.norm2 - 2.0 * fit + quad)
+
+    def solution(self, s, ts, records=None) -> "NonGaussianSolution":
+        del records
+        G, size = self.groups, ts.shape[0]
+        idx = jnp.arange(size)
+        per = dict(
+            a=jnp.moveaxis(s["a"], -1, 1), v=jnp.moveaxis(s["v"], -1, 1),
+            nu=jnp.moveaxis(s["nu"], -1, 1), nu_k2=jnp.moveaxis(s["nu_k2"], -1, 1),
+            e_tr=s["e_tr"],
+            C_t0=jnp.moveaxis(s["C"][..., :, 0], -1, 1),
+            C_tt=jnp.moveaxis(s["C"][..., idx, idx], -1, 1),
+        )
+        per["e_ts"] = jax.vmap(self.test_error)(per["a"], per["v"], per["C_tt"])
+        mean = {key: jnp.mean(x, axis=0) for key, x in per.items()}
+        se = {key: jnp.std(x, axis=0, ddof=1) / np.sqrt(G) for key, x in per.items()}
+        ee = jnp.einsum("gpn,gpl->gnl", s["E"], s["E"]) / self.draws   # Mean[E(t) E(s)]
+        dt = jnp.concatenate([jnp.diff(ts), jnp.zeros((1,), ts.dtype)])
+        stiff = jnp.mean(s["lam"] * dt > 1.0, axis=(0, 1))
+        stein = self._stein(s, ts)
+        return NonGaussianSolution(
+            t=ts, a=mean["a"], v=mean["v"], nu=mean["nu"],
+            rho=jnp.full((size,), jnp.nan, ts.dtype), e_tr=mean["e_tr"], e_ts=mean["e_ts"],
+            C_t0=mean["C_t0"], C_tt=mean["C_tt"], t_stored=ts,
+            C=jnp.mean(s["C"], axis=0), R=jnp.mean(s["R"], axis=0),
+            C_A=-jnp.mean(ee, axis=0), R_A=jnp.full((size, size), jnp.nan, ts.dtype),
+            algebra=self.algebra,
+            a_se=se["a"], v_se=se["v"], nu_se=se["nu"], e_tr_se=se["e_tr"],
+            e_ts_se=se["e_ts"], C_t0_se=se["C_t0"], C_tt_se=se["C_tt"],
+            nu_k2=mean["nu_k2"], nu_k2_se=se["nu_k2"],
+            clipped=jnp.mean(s["clipped"], axis=0), sampling_mismatch=jnp.max(s["mismatch"], 0),
+            stiff_fraction=stiff, stiffness=jnp.max(s["lam"], axis=(0, 1)),
+            stein_C0=jnp.mean(stein["C0"], 0), stein_C0_se=jnp.std(stein["C0"], 0, ddof=1)
+            / np.sqrt(G), stein_v=jnp.mean(stein["v"], 0),
+            stein_v_se=jnp.std(stein["v"], 0, ddof=1) / np.sqrt(G),
+            replicas=per, groups=G, draws=G * self.draws)
+
+    def _stein(self, s, ts):
+        """Per replica, the weight side's Euler rates of C(t, 0) and v(t) minus the exact
+        identities I1 (t' = 0) and I2 of spec 4.4, which need no response kernels:
+        d/dt C_ij(t, 0) = -nu_i C_ij(t, 0) + alpha_bar Mean[F_i(t) xi_j(0)] and
+        dv_i/dt = -nu_i v_i + alpha_bar Mean[F_i(t) r0]. They agree exactly in expectation
+        (Stein's lemma, spec 4.4) when the sampled paths follow C; the differences measure the
+        sampling inconsistency of spec 7.5 (and Monte Carlo noise). Shapes (G, L, m, m) and
+        (G, L, m, k); NaN on the last row (no step after it)."""
+        dt = jnp.diff(ts)
+        abar, P = self.alpha_bar, self.draws
+        nu, C, v = s["nu"], s["C"][..., 0], s["v"]                     # (G,m,L) (G,m,m,L)
+        i1 = (-nu[:, :, None, :] * C
+              + abar * jnp.einsum("gpin,gpj->gijn", s["F"], s["xi"][..., 0]) / P)
+        i2 = -nu[:, :, None, :] * v + abar * jnp.einsum("gpin,gpc->gicn", s["F"], s["r0"]) / P
+
+        def rate(x):
+            r = jnp.diff(x, axis=-1) / dt
+            return jnp.concatenate([r, jnp.full(r.shape[:-1] + (1,), jnp.nan, r.dtype)], -1)
+
+        return dict(C0=jnp.moveaxis(rate(C) - i1, -1, 1), v=jnp.moveaxis(rate(v) - i2, -1, 1))
+
+
+class NonGaussianSolution(Solution):
+    """A `Solution` of the non-Gaussian DMFT: the one-time and two-time fields are replica
+    means (see `NonGaussianDMFT`), plus Monte Carlo standard errors and diagnostics.
+
+    Differences from the Gaussian `Solution`: `rho` and `R_A` are NaN (the non-Gaussian
+    theory has no R_A, spec 6.1); `C_A` is -Mean[E(t) E(s)] (the analogue of C_A [4.6]), so
+    that e_tr = -C_A(t, t)/2 as in [C.24].
+
+    **Extra fields:** `<name>_se` (same shapes): the standard error of a, v, nu, e_tr, e_ts,
+    C_t0, C_tt (replica standard deviation / sqrt(groups)); `nu_k2`, `nu_k2_se`: K.2 (compare
+    with `nu`, which is W5); `clipped` (T,): the negative eigenvalue mass of the conditional
+    covariance clipped when the Gaussian paths are extended (spec 7.5; replica mean);
+    `sampling_mismatch` (T,): max |sampled - wanted| cross-covariance of xi[n] with its past
+    (replica max); `stiffness` (T,): max over draws of lambda_max(S_p)/m; `stiff_fraction`
+    (T,): the fraction of draws with dt lambda_max(S_p)/m > 1 (spec 7.6); `stein_C0`
+    (T, m, m), `stein_v` (T, m, k) and their `_se`: the weight side's rates of C(t, 0) and v
+    minus the response-free identities I1, I2 (spec 4.4), zero in expectation for exactly
+    sampled paths (NaN on the last row; see `NonGaussianDMFT._stein`); `replicas`: the
+    per-replica one-time series (dict, leading axis groups); `groups`, `draws` (total).
+    """
+
+    a_se: Array = None
+    v_se: Array = None
+    nu_se: Array = None
+    e_tr_se: Array = None
+    e_ts_se: Array = None
+    C_t0_se: Array = None
+    C_tt_se: Array = None
+    nu_k2: Array = None
+    nu_k2_se: Array = None
+    clipped: Array = None
+    sampling_mismatch: Array = None
+    stiffness: Array = None
+    stiff_fraction: Array = None
+    stein_C0: Array = None
+    stein_C0_se: Array = None
+    stein_v: Array = None
+    stein_v_se: Array = None
+    replicas: dict = None
+    groups: int = eqx.field(static=True, default=1)
+    draws: int = eqx.field(static=True, default=0)
+
+
+def _symmetrize(x, matrix: bool):
+    """Average over neuron permutations: a matrix (m, m, ...) -> D I + O (J - I) with D, O
+    the means of its diagonal and off-diagonal entries; a neuron vector (m, ...) -> its mean."""
+    if not matrix:
+        return jnp.broadcast_to(jnp.mean(x, axis=0), x.shape)
+    m = x.shape[0]
+    eye = jnp.eye(m, dtype=x.dtype).reshape((m, m) + (1,) * (x.ndim - 2))
+    d = jnp.sum(x * eye, axis=(0, 1)) / m
+    o = jnp.sum(x * (1 - eye), axis=(0, 1)) / max(m * (m - 1), 1)
+    return o + (d - o) * eye
+
+
+# ------------------------------------------------------------------------------ construction
+class _SumOver(eqx.Module):
+    """phi(r0) = sum_c sigma(r0_c): the target "phi = sigma" in each of k directions."""
+
+    base: Callable
+
+    def __call__(self, r0):
+        return jnp.sum(self.base(r0), axis=-1)
+
+
+def _key(key):
+    if key is None:
+        raise ValueError("nongaussian_dmft needs a jax.random key (common random numbers)")
+    if isinstance(key, (int, np.integer)):
+        return jax.random.PRNGKey(int(key))
+    key = jnp.asarray(key) if not hasattr(key, "dtype") else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"key must be a single key, got shape {key.shape}")
+        return key
+    if key.dtype != jnp.uint32 or key.shape != (2,):
+        raise ValueError("key must be jax.random.key(seed), jax.random.PRNGKey(seed) or an "
+                         f"integer seed, got dtype {key.dtype} and shape {key.shape}")
+    return key
+
+
+def _check_fn(name, fn, shape_in, shape_out):
+    try:
+        out = fn(jnp.linspace(-1.0, 1.0, int(np.prod(shape_in))).reshape(shape_in))
+    except Exception as err:  # noqa: BLE001  (any failure is bad input)
+        raise ValueError(f"{name} could not be evaluated on an array of shape {shape_in}: "
+                         f"{err}") from err
+    if jnp.shape(out) != shape_out:
+        raise ValueError(f"{name} must map an array of shape {shape_in} to shape {shape_out} "
+                         f"(pointwise), got {jnp.shape(out)}")
+    val = concrete(out)
+    if val is not None and not np.all(np.isfinite(val)):
+        raise ValueError(f"{name} is not finite on [-1, 1]")
+
+
+def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alpha_bar=None,
+                     draws: int, key, groups: int = 8, h=None, target: Target | None = None,
+                     k: int | None = None, freeze_a: bool = False, antithetic: bool = False,
+                     exchangeable: bool = False,
+                     rtol: float = 1e-7) -> NonGaussianDMFT:
+    """The non-Gaussian DMFT (spec nongaussian.md) from a deterministic initialization, validated.
+
+    **Arguments:**
+
+    - `sigma`: the activation, pointwise and twice differentiable (sigma', sigma'' by forward
+      mode). Either any jnp-callable, or an activation spec of `dj.activation`: a sequence of
+      Taylor coefficients of h (sigma = sum_k sqrt(c_k) He_k / sqrt(k!), spec section 1), a
+      preset name or "identity"; then `h` defaults to `dj.covariance(sigma)`.
+    - `phi`: the target. None: pure noise (y = eps). "same": phi(r0) = sum_c sigma(r0_c)
+      (then `target` defaults to `dj.target("same", sigma, k)`). Or a callable mapping r0
+      (..., k) to (...); then `target` (a `dj.Target` with the matching phihat and
+      ||phi||^2, used for e_ts only) is required.
+    - `h`: the activation's covariance (kernel or `dj.covariance` spec), for e_ts.
+    - `tau` >= 0; `a` (m,), `C` (m, m) (default I), `v` (m, k) (default 0): the initial a,
+      C(0, 0), v(0) as in `general_dmft` (validated the same way); exactly one of `alpha`
+      = n/(m d) and `alpha_bar` = n/d.
+    - `draws`: total number of Monte Carlo draws, split into `groups` replicas (>= 2) for the
+      standard errors; `draws` must be a multiple of `groups` (of 2 `groups` if
+      `antithetic`). `key`: `jax.random.key`/`PRNGKey` or an integer seed.
+    - `freeze_a`: keep a(t) = a(0) (drop K.1). `antithetic`, `exchangeable`, `rtol`: see
+      `NonGaussianDMFT`; `exchangeable` needs a symmetric initialization (all a_i(0) equal,
+      C(0, 0) = D I + O (J - I), all v_i(0) equal).
+    """
+    spec = None
+    if not callable(sigma) or isinstance(sigma, str):
+        spec = sigma
+        sigma = activation(sigma)
+    elif not isinstance(sigma, eqx.Module):
+        sigma = Activation(sigma, getattr(sigma, "__name__", "sigma"))
+    if h is None:
+        if spec is None:
+            raise ValueError("give h (the covariance of sigma, for the test error) when sigma "
+                             "is a callable")
+        h = covariance(spec)
+    h = check_kernel(covariance(h) if not isinstance(h, AbstractKernel) else h)
+    _check_fn("sigma", sigma, (7,), (7,))
+    if isinstance(phi, str):
+        if phi.lower() != "same":
+            raise ValueError(f"phi must be None, 'same' or a callable, got {phi!r}")
+        kk = 1 if k is None else int(k)
+        phi = _SumOver(sigma)
+        if target is None:
+            if spec is None:
+                raise ValueError("phi='same' with a callable sigma needs an explicit target")
+            from ._covariance import target as make_target
+            target = make_target("same", spec, kk)
+    elif phi is not None:
+        if not callable(phi):
+            raise ValueError(f"phi must be None, 'same' or a callable, got {type(phi).__name__}")
+        if target is None:
+            raise ValueError("a callable phi needs `target` (a dj.Target with its phihat and "
+                             "||phi||^2, for the test error)")
+        phi = phi if isinstance(phi, eqx.Module) else Activation(phi, "phi")
+    elif target is not None and concrete(target.norm2) not in (None, 0.0):
+        raise ValueError("a target with ||phi||^2 > 0 needs the pointwise phi")
+    target = target_or_noise(target)
+    if k is not None and int(k) != target.k:
+        raise ValueError(f"k = {k} does not match the target's k = {target.k}")
+    if phi is not None:
+        _check_fn("phi", phi, (5, target.k), (5,))
+    a, C0, v0 = check_initialization(a, np.eye(len(np.atleast_1d(a))) if C is None else C, v,
+                                     target.k)
+    if phi is None and np.any(v0 != 0):
+        raise ValueError("v(0) must be 0 for pure noise (there is no teacher direction)")
+    if (alpha is None) == (alpha_bar is None):
+        raise ValueError("give exactly one of alpha (= n/(m d)) and alpha_bar (= n/d)")
+    m = a.shape[0]
+    alpha_bar = (check_scalar("alpha_bar", alpha_bar, 0.0, strict=True) if alpha is None
+                 else check_scalar("alpha", alpha, 0.0, strict=True) * m)
+    for name, val in (("draws", draws), ("groups", groups)):
+        if int(val) != val:
+            raise ValueError(f"{name} must be an integer, got {val!r}")
+    draws, groups = int(draws), int(groups)
+    if groups < 2:
+        raise ValueError(f"groups must be >= 2 (the standard errors are replica spreads), got "
+                         f"{groups}")
+    unit = 2 * groups if antithetic else groups
+    if draws < unit or draws % unit:
+        raise ValueError(f"draws must be a positive multiple of {unit} (groups"
+                         f"{' x 2 for antithetic pairs' if antithetic else ''}), got {draws}")
+    if exchangeable and not (np.allclose(a, a[0]) and np.allclose(v0, v0[:1])
+                             and np.allclose(C0[~np.eye(m, dtype=bool)], C0[0, -1])):
+        raise ValueError("exchangeable=True needs a symmetric initialization: all a_i(0) equal, "
+                         "all v_i(0) equal and equal off-diagonal C_ij(0, 0)")
+    if not 0 < rtol < 1:
+        raise ValueError(f"rtol must be in (0, 1), got {rtol}")
+    dtype = jnp.result_type(float)
+    return NonGaussianDMFT(
+        sigma=sigma, phi=phi, h=h, target=target,
+        tau=check_scalar("tau", tau, 0.0, strict=False), alpha_bar=alpha_bar,
+        a0=jnp.asarray(a, dtype), c0=jnp.asarray(C0, dtype), v0=jnp.asarray(v0, dtype),
+        key=_key(key), draws=draws // groups, groups=groups, freeze_a=bool(freeze_a),
+        antithetic=jnp.asarray(bool(antithetic)), exchangeable=jnp.asarray(bool(exchangeable)),
+        rtol=float(rtol))
+
+
+def linear_activation(s1: float):
+    """sigma(z) = s1 z (h(q) = s1^2 q): the exact-coincidence case of spec 6.2. Returns
+    (sigma, h) for `nongaussian_dmft(sigma, h=h, ...)`."""
+    from ._covariance import HermiteActivation, Polynomial
+    s1 = float(s1)
+    return HermiteActivation([0.0, s1]), Polynomial([0.0, s1**2])
