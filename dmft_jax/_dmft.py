@@ -98,7 +98,7 @@ class Stiff(AbstractStiff):
 
 class Kernels(NamedTuple):
     """What the weight side of a DMFT needs from its sample side on row n (the table of
-    docs/nongaussian.md section 6.1, in the Gaussian DMFT's conventions).
+    docs/nongaussian.md section 2, in the Gaussian DMFT's conventions).
 
     - `delta` (*mat): the instantaneous memory M^delta(t_n): the weight side feels
       -(1/m) M^delta X(t_n, .) (Gaussian: the delta part of M^R [C.18]);
