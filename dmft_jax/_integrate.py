@@ -193,8 +193,9 @@ def chunk_bounds(steps: int, chunks: int | None = None) -> list[tuple[int, int]]
     Default: one chunk below `CHUNK_FROM` steps, else 8. Each chunk is a loop of its own in
     the compiled program, so chunking multiplies the compile time (measured on the 2-core CPU,
     N = 300, m = 16: Euler 3.6 s with one chunk, 18.8 s with 8; Trapezoid 7.4 s and 40 s) while
-    saving ~60% of the O(N^3) run time, which matters only from N ~ 2000 on (N = 1024: 1.5 s
-    chunked against ~3.7 s unchunked; N = 2048: 15 s against ~37 s).
+    saving ~60% of the O(N^3) run time, which outweighs it only from N ~ 2000 on (Euler, m = 16:
+    N = 1024 runs in 1.5 s chunked, N = 1600 in 15.4 s unchunked, N = 2048 in 14.8 s chunked;
+    benchmarks/README.md).
     """
     if chunks is None:
         chunks = 1 if steps < CHUNK_FROM else 8
