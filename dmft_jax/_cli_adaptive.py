@@ -49,6 +49,10 @@ def add_adaptive_arguments(p) -> None:
     g.add_argument("--history", type=Count(8, 65_536), default=None, metavar="L",
                    help=f"stored times of the two-time functions (default {HISTORY}); when "
                         "full, a quarter of the older half is dropped")
+    g.add_argument("--max-decimation-error", type=POSITIVE, default=None, metavar="X",
+                   help="stop (exit 1) when the bounded history would drop a time whose "
+                        "linear-interpolation error exceeds X times the tolerance (default 1; "
+                        "a large X accepts a coarser history)")
     g.add_argument("--max-steps", type=COUNT, default=None, metavar="N",
                    help=f"most accepted steps (default {MAX_STEPS})")
     g.add_argument("--save-at", default=None, metavar="T1,T2,...|log:K|lin:K",
@@ -61,7 +65,8 @@ def add_adaptive_arguments(p) -> None:
 
 def check_flags(args) -> None:
     """UsageError for flags that contradict each other (before any work)."""
-    adaptive_only = ("rtol", "atol", "history", "max_steps", "save_at", "checkpoint")
+    adaptive_only = ("rtol", "atol", "history", "max_decimation_error", "max_steps", "save_at",
+                     "checkpoint")
     if args.t_max is None:
         given = [f"--{k.replace('_', '-')}" for k in adaptive_only
                  if getattr(args, k) is not None]
@@ -80,6 +85,8 @@ def check_flags(args) -> None:
     args.rtol = RTOL if args.rtol is None else args.rtol
     args.atol = ATOL if args.atol is None else args.atol
     args.history = HISTORY if args.history is None else args.history
+    if args.max_decimation_error is None:
+        args.max_decimation_error = 1.0
     args.max_steps = MAX_STEPS if args.max_steps is None else args.max_steps
     if args.checkpoint is not None and not args.checkpoint.endswith(".npz"):
         raise UsageError(f"--checkpoint: expected a .npz file name, got {args.checkpoint!r}")
@@ -118,7 +125,7 @@ def save_times(text: str | None, t_max: float) -> np.ndarray | None:
 def controller(args):
     from ._integrate import Adaptive
     return Adaptive(args.t_max, rtol=args.rtol, atol=args.atol, max_steps=args.max_steps,
-                    history=args.history)
+                    history=args.history, max_decimation_error=args.max_decimation_error)
 
 
 def adaptive_bytes(history: int, max_steps: int, pair: float, vec: float, k: int) -> float:

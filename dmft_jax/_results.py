@@ -37,6 +37,10 @@ class RESULTS(eqx.Enumeration):
     history_decimated = ("reverse mode through an adaptive solve replays its accepted steps, "
                          "which needs the whole history: raise `history` above the number of "
                          "steps, or use forward mode")
+    history_too_coarse = ("the bounded history had to drop stored times that linear "
+                          "interpolation does not reproduce within the tolerance "
+                          "(stats['decimation_error'] > max_decimation_error): raise `history`, "
+                          "or accept a coarser history with a larger max_decimation_error")
     invalid_input = ("invalid parameter values (e.g. a negative alpha, tau or step, or a "
                      "non-increasing time grid) were passed inside jit/vmap")
 

@@ -182,6 +182,15 @@ CASES = [
     (["solve", "--dynamics", "gd", "--lr", "1e6", "--alpha", "1e-300"], "--lr"),
     (["solve", "--dynamics", "gd", "--lr", "0.5", "--init", "strings.npz"], "--init"),
     (["solve", "--dynamics", "gd", "--lr", "0.5", "--out", "x.txt"], "--out"),
+    # ------------------------------------------------------- solve: adaptive (issue 9)
+    (["solve", "--max-decimation-error", "2"], "--max-decimation-error"),
+    (["solve", "--t-max", "3", "--max-decimation-error", "0"], "--max-decimation-error"),
+    (["solve", "--t-max", "3", "--max-decimation-error", "nan"], "--max-decimation-error"),
+    (["solve", "--t-max", "3", "--dt", "0.1"], "--t-max"),
+    (["solve", "--t-max", "3", "--method", "euler"], "--method"),
+    (["solve", "--t-max", "3", "--save-at", "4"], "--save-at"),
+    (["solve", "--t-max", "3", "--history", "4"], "--history"),
+    (["solve", "--t-max", "3", "--checkpoint", "c.txt"], "--checkpoint"),
     # ------------------------------------------------------------------------------ demo
     (["demo", "--quick", "--out", "demo.txt"], "--out"),
     (["demo", "--quick", "--out", "nonexistent_dir/demo.png"], "nonexistent_dir"),
