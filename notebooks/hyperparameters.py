@@ -85,7 +85,7 @@ print("steps", cfg["steps"], "dt", float(grid.dt))
 # %%
 model = hyperopt.model_at(1.0)
 wrt = "a0,tau,alpha,h1,h3,dt"
-for mode in ("forward", "reverse"):
+for mode in ("forward",) if SMOKE else ("forward", "reverse"):   # smoke: one compilation
     value, grads = adj.value_and_grad(obs.e_ts, model, grid, wrt, mode=mode)
     print(mode, f"e_ts(T) = {float(value):.6f}",
           {k: round(float(v), 6) for k, v in grads.items()})
