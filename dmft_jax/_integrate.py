@@ -245,8 +245,8 @@ class Adaptive(eqx.Module):
     factor_max: float = eqx.field(static=True, default=5.0)
 
     def __init__(self, t_max, *, rtol=1e-6, atol=1e-8, dt0=None, dt_min=None,
-                 max_decimation_error=1.0, max_steps: int = 100_000, history: int = 1024, safety: float = 0.9,
-                 factor_min: float = 0.2, factor_max: float = 5.0):
+                 max_decimation_error=1.0, max_steps: int = 100_000, history: int = 1024,
+                 safety: float = 0.9, factor_min: float = 0.2, factor_max: float = 5.0):
         for name, value, lower in (("t_max", t_max, 0.0), ("rtol", rtol, 0.0),
                                    ("atol", atol, 0.0)):
             val = _concrete(value)
