@@ -170,6 +170,21 @@ def weight_row(alg: AbstractAlgebra, n, s, wts: RowWeights, x: "_Terms") -> Row:
     return Row(front, rate, after, Stiff(algebra=alg, K=k_mat))
 
 
+def weight_write(alg: AbstractAlgebra, n, s, front) -> dict:
+    """Write an advanced weight-side front as row n: a, v, the row C(t_n, t_l < t_n) (and its
+    transpose column) with C_ii(t_n, t_n) = 1 kept exactly, and R(t_n, t_l < t_n)."""
+    before = jnp.arange(s["rho"].shape[-1]) < n
+    c_row = jnp.where(before, front["C"], 0.0)
+    c_row = c_row.at[..., n].set(alg.with_unit_diagonal(front["C_eq"]))
+    return dict(
+        s,
+        a=s["a"].at[..., n].set(front["a"]),
+        v=s["v"].at[..., n].set(front["v"]),
+        C=alg.history_set(s["C"], n, c_row, column=True),
+        R=alg.history_set(s["R"], n, jnp.where(before, front["R"], 0.0), column=False),
+    )
+
+
 class DMFT(AbstractModel):
     """Dynamical mean field theory of a two-layer network under gradient flow.
 
@@ -336,17 +351,7 @@ class DMFT(AbstractModel):
         return out
 
     def write(self, n, s, front):
-        alg = self.algebra
-        before = jnp.arange(s["rho"].shape[-1]) < n
-        c_row = jnp.where(before, front["C"], 0.0)
-        c_row = c_row.at[..., n].set(alg.with_unit_diagonal(front["C_eq"]))
-        return dict(
-            s,
-            a=s["a"].at[..., n].set(front["a"]),
-            v=s["v"].at[..., n].set(front["v"]),
-            C=alg.history_set(s["C"], n, c_row, column=True),
-            R=alg.history_set(s["R"], n, jnp.where(before, front["R"], 0.0), column=False),
-        )
+        return weight_write(self.algebra, n, s, front)
 
     # --------------------------------------------------------------- result
     def test_error(self, a: Array, v: Array, c_eq: Array) -> Array:

@@ -60,7 +60,7 @@ from jaxtyping import Array
 from ._algebra import General
 from ._checks import check_kernel, check_scalar, concrete, target_or_noise
 from ._covariance import AbstractKernel, Activation, Target, activation, covariance
-from ._dmft import Kernels, check_initialization, weight_row, weight_terms
+from ._dmft import Kernels, check_initialization, weight_row, weight_terms, weight_write
 from ._integrate import AbstractModel
 from ._solution import Solution
 from ._stepper import RowWeights
@@ -268,21 +268,8 @@ class NonGaussianDMFT(AbstractModel):
                              "only (spec 7.2, 7.3): solve with dj.Euler() on a TimeGrid")
         return jax.vmap(self._row1, in_axes=(None, 0, None))(n, s, wts)
 
-    def _write1(self, n, s, front):
-        alg = self.algebra
-        before = jnp.arange(s["rho"].shape[-1]) < n
-        c_row = jnp.where(before, front["C"], 0.0)
-        c_row = c_row.at[..., n].set(alg.with_unit_diagonal(front["C_eq"]))
-        return dict(
-            s,
-            a=s["a"].at[..., n].set(front["a"]),
-            v=s["v"].at[..., n].set(front["v"]),
-            C=alg.history_set(s["C"], n, c_row, column=True),
-            R=alg.history_set(s["R"], n, jnp.where(before, front["R"], 0.0), column=False),
-        )
-
     def write(self, n, s, front):
-        return jax.vmap(self._write1, in_axes=(None, 0, 0))(n, s, front)
+        return jax.vmap(lambda st, fr: weight_write(self.algebra, n, st, fr))(s, front)
 
     # --------------------------------------------------------------- result
     def test_error(self, a: Array, v: Array, c_eq: Array) -> Array:
