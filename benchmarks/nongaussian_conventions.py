@@ -22,7 +22,6 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 import dmft_jax as dj  # noqa: E402
-from dmft_jax._nongaussian import NonGaussianDMFT, _SumOver  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _report import replace_section  # noqa: E402
@@ -31,7 +30,7 @@ S1, F1 = 0.8, 0.7
 A0, V0 = np.array([1.2, 0.6]), np.array([[0.3], [-0.2]])
 
 
-class NoN4(NonGaussianDMFT):
+class NoN4(dj.NonGaussianDMFT):
     """K.8 as printed: C^E without alpha_bar."""
 
     def _sample_side(self, n, s, wts):
@@ -39,7 +38,7 @@ class NoN4(NonGaussianDMFT):
         return s, k._replace(noise=k.noise / self.alpha_bar)
 
 
-class ForceSign(NonGaussianDMFT):
+class ForceSign(dj.NonGaussianDMFT):
     """force = +M* instead of -M*."""
 
     def _sample_side(self, n, s, wts):
@@ -47,7 +46,7 @@ class ForceSign(NonGaussianDMFT):
         return s, k._replace(force=-k.force)
 
 
-class NoN3(NonGaussianDMFT):
+class NoN3(dj.NonGaussianDMFT):
     """r0 independent of xi (K.4's text as printed): xi ~ GP(0, C)."""
 
     def _extend_paths(self, n, s):
@@ -55,7 +54,7 @@ class NoN3(NonGaussianDMFT):
         return dict(out, v=s["v"]), xi
 
 
-class NoDelta(NonGaussianDMFT):
+class NoDelta(dj.NonGaussianDMFT):
     """The instantaneous memory M^delta dropped."""
 
     def _sample_side(self, n, s, wts):
@@ -66,7 +65,11 @@ class NoDelta(NonGaussianDMFT):
 def main():
     sigma, h = dj.hermite_activation([0.0, S1, 0.0]), dj.Polynomial([0.0, S1**2, 0.0])
     tg = dj.target([0.0, S1 * F1, 0.0], [0.0, S1**2, 0.0])
-    phi = _SumOver(dj.hermite_activation([0.0, F1, 0.0]))
+    phi_1 = dj.hermite_activation([0.0, F1, 0.0])
+
+    def phi(r0):                       # phi(r0) = F1 r0 (k = 1), pointwise on r0 (..., k)
+        return phi_1(r0)[..., 0]
+
     grid = dj.TimeGrid(0.1, 20)
     gauss = dj.solve(dj.general_dmft(h, tg, tau=0.3, a=A0, C=np.eye(2), v=V0, alpha_bar=2.0),
                      grid)
@@ -79,7 +82,7 @@ def main():
              "Max over t > 0 of |non-Gaussian - Gaussian| / standard error.", "",
              "| model | " + " | ".join(names) + " | e_tr(2) | C_d(2, 0) |",
              "|---|" + "---|" * (len(names) + 2)]
-    for cls in (NonGaussianDMFT, NoN4, ForceSign, NoN3, NoDelta):
+    for cls in (dj.NonGaussianDMFT, NoN4, ForceSign, NoN3, NoDelta):
         sol = dj.solve(cls(**{f: getattr(base, f) for f in fields}), grid, throw=False)
         cells = []
         for name in names:
@@ -88,7 +91,7 @@ def main():
                         np.asarray(getattr(gauss, name))[1:])
             keep = se > 1e-12
             cells.append(f"{np.max(np.abs(x - y)[keep] / se[keep]):.1f}")
-        label = "correct" if cls is NonGaussianDMFT else f"{cls.__name__}: {cls.__doc__.strip()}"
+        label = "correct" if cls is dj.NonGaussianDMFT else f"{cls.__name__}: {cls.__doc__.strip()}"
         lines.append(f"| {label} | " + " | ".join(cells)
                      + f" | {float(sol.e_tr[-1]):.4f} ({float(sol.e_tr_se[-1]):.4f})"
                      f" | {float(sol.C_t0[-1, 0, 0]):.4f} ({float(sol.C_t0_se[-1, 0, 0]):.4f}) |")
