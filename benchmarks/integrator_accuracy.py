@@ -101,18 +101,14 @@ def run(name: str, quick: bool) -> tuple[str, dict]:
         cross = np.max(np.abs(euler_ref - ref) / np.abs(ref))
     else:
         cross = np.nan
-    for n in (p["euler"][:2] if quick else p["euler"]):
-        sol, comp, best = fixed(model, dj.Euler(), t_max, n)
-        err = np.abs(observables(sol) - ref) / np.abs(ref)
-        rows.append(("Euler", f"N = {n}", n, err, best, comp))
-        curves["Euler"].append((best, err.max()))
-        print(rows[-1], flush=True)
-    for n in (p["trap"][:3] if quick else p["trap"]):
-        sol, comp, best = fixed(model, dj.Trapezoid(), t_max, n)
-        err = np.abs(observables(sol) - ref) / np.abs(ref)
-        rows.append(("Trapezoid", f"N = {n}", n, err, best, comp))
-        curves["Trapezoid"].append((best, err.max()))
-        print(rows[-1], flush=True)
+    for meth, stepper, sizes, n_quick in (("Euler", dj.Euler(), p["euler"], 2),
+                                           ("Trapezoid", dj.Trapezoid(), p["trap"], 3)):
+        for n in (sizes[:n_quick] if quick else sizes):
+            sol, comp, best = fixed(model, stepper, t_max, n)
+            err = np.abs(observables(sol) - ref) / np.abs(ref)
+            rows.append((meth, f"N = {n}", n, err, best, comp))
+            curves[meth].append((best, err.max()))
+            print(rows[-1], flush=True)
     for rtol in (p["rtol"][:2] if quick else p["rtol"]):
         sol, comp, best = adaptive(model, t_max, rtol)
         k = int(sol.stats["accepted"])
