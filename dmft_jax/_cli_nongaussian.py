@@ -101,7 +101,7 @@ def check_flags(args, command: str = "solve") -> None:
     args.method = method or "pass"
     if args.method != "fixed-point":
         no([f for f, k in (("--tol", "tol"), ("--max-iter", "max_iter")) if hasattr(args, k)],
-           "they set the iteration of --method fixed-point")
+           "only --method fixed-point iterates")
     for name, default in (("draws", DRAWS), ("seed", SEED), ("groups", GROUPS),
                           ("antithetic", False), ("exchangeable", False), ("tol", TOL),
                           ("max_iter", MAX_ITER)):
@@ -162,8 +162,9 @@ def model_from_args(args):
                                  groups=args.groups, freeze_a=args.freeze_a,
                                  antithetic=args.antithetic, exchangeable=args.exchangeable)
     except ValueError as err:
-        where = "--init: " if getattr(args, "init", None) and "C" in str(err) else ""
-        raise UsageError(where + _flag_names(str(err))) from None
+        text = _flag_names(str(err))
+        where = "--init: " if getattr(args, "init", None) and "--" not in text else ""
+        raise UsageError(where + text) from None
     return model, grid_from_args(args)
 
 
@@ -278,13 +279,15 @@ def _mean_se(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _neuron_averages(rep: dict) -> dict:
-    """gamma, a_l1, C_d0 = mean_i C_ii(t, 0), C_o_eq = mean_{i != j} C_ij(t, t), each with its
-    replica standard error."""
+    """gamma = mean_i |a_i| / sqrt(m), a_l1 = mean_i |a_i|, a_mean = mean_i a_i, v_mean =
+    mean_i v_i (T, k), C_d0 = mean_i C_ii(t, 0), C_o_eq = mean_{i != j} C_ij(t, t), each with
+    its replica standard error."""
     a = np.asarray(rep["a"])
     m = a.shape[-1]
     c_t0, c_tt = np.asarray(rep["C_t0"]), np.asarray(rep["C_tt"])
     off = ~np.eye(m, dtype=bool)
     per = dict(gamma=np.abs(a).mean(-1) / np.sqrt(m), a_l1=np.abs(a).mean(-1),
+               a_mean=a.mean(-1), v_mean=np.asarray(rep["v"]).mean(-2),
                C_d0=np.diagonal(c_t0, axis1=-2, axis2=-1).mean(-1),
                C_o_eq=(c_tt[..., off].mean(-1) if m > 1 else np.zeros(c_tt.shape[:-2])))
     out = {}
@@ -355,3 +358,47 @@ def figure(arrays: dict, title: str = ""):
 def _title(args, model) -> str:
     return (f"non-Gaussian DMFT: m={model.m}, alpha={args.alpha}, tau={args.tau}, "
             f"{args.draws} draws, seed {args.seed}")
+
+
+# ------------------------------------------------------------------------------- compare
+def is_nongaussian(path: str) -> bool:
+    """True for a `solve --theory nongaussian` file (its `theory` entry)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "theory.npy" not in archive.namelist():
+                return False
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
+    from ._cli_args import ArraySpec, read_npz
+    value = str(read_npz("", path, {"theory": ArraySpec("text", 0)})["theory"])
+    if value not in THEORIES:
+        raise UsageError(f"{path!r}: unknown theory {value!r} (gaussian or nongaussian)")
+    return value == "nongaussian"
+
+
+#: compare's observable names -> the (line, standard error) arrays of a non-Gaussian file.
+COMPARE_LINES = dict(e_tr="e_tr", e_ts="e_ts", a="a_mean", gamma="gamma", a_l1="a_l1",
+                     v="v_mean", C_d0="C_d0", C_o="C_o_eq")
+
+
+def compare_series(path: str, names) -> list[dict]:
+    """A non-Gaussian solve file as one `compare` series: lines with +-se bands (`se`)."""
+    import os
+
+    from ._cli_args import ArraySpec, read_npz
+    wanted = [COMPARE_LINES[n] for n in names if n in COMPARE_LINES]
+    spec = {"t": ArraySpec("real", 1), **{k: ArraySpec("real") for k in wanted},
+            **{k + "_se": ArraySpec("real") for k in wanted}}
+    data = read_npz("", path, spec)
+    T = data["t"].shape[0]
+    for key, arr in data.items():
+        if arr.ndim < 1 or arr.shape[0] != T:
+            raise UsageError(f"{path!r}: array {key!r} has shape {arr.shape}, which does not "
+                             f"match t ({T} times)")
+    first = {k: (x if x.ndim == 1 else x.reshape(T, -1)[:, 0]) for k, x in data.items()}
+    lines = {n: first[COMPARE_LINES[n]] for n in names if n in COMPARE_LINES}
+    bands = {n: first[COMPARE_LINES[n] + "_se"] for n in lines}
+    return [dict(label=f"{os.path.basename(path)} non-Gaussian DMFT", t=data["t"], exp=None,
+                 diverged=None, dmft=lines, se=bands, dmft_diverged=False, dynamics="flow",
+                 dmft_step=None)]
