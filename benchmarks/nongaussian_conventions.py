@@ -33,16 +33,16 @@ A0, V0 = np.array([1.2, 0.6]), np.array([[0.3], [-0.2]])
 class NoN4(dj.NonGaussianDMFT):
     """K.8 as printed: C^E without alpha_bar."""
 
-    def _sample_side(self, n, s, wts):
-        s, k = super()._sample_side(n, s, wts)
+    def _sample_side(self, n, s, wts, xi_n):
+        s, k = super()._sample_side(n, s, wts, xi_n)
         return s, k._replace(noise=k.noise / self.alpha_bar)
 
 
 class ForceSign(dj.NonGaussianDMFT):
     """force = +M* instead of -M*."""
 
-    def _sample_side(self, n, s, wts):
-        s, k = super()._sample_side(n, s, wts)
+    def _sample_side(self, n, s, wts, xi_n):
+        s, k = super()._sample_side(n, s, wts, xi_n)
         return s, k._replace(force=-k.force)
 
 
@@ -57,8 +57,8 @@ class NoN3(dj.NonGaussianDMFT):
 class NoDelta(dj.NonGaussianDMFT):
     """The instantaneous memory M^delta dropped."""
 
-    def _sample_side(self, n, s, wts):
-        s, k = super()._sample_side(n, s, wts)
+    def _sample_side(self, n, s, wts, xi_n):
+        s, k = super()._sample_side(n, s, wts, xi_n)
         return s, k._replace(delta=0 * k.delta)
 
 

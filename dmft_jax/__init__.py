@@ -70,6 +70,7 @@ from ._nongaussian import (
     linear_activation as linear_activation,
     nongaussian_dmft as nongaussian_dmft,
 )
+from ._nongaussian_fp import nongaussian_fixed_point as nongaussian_fixed_point
 from ._results import RESULTS as RESULTS
 from ._solution import Solution as Solution
 from ._stability import (

@@ -191,30 +191,18 @@ class NonGaussianDMFT(AbstractModel):
     # -------------------------------------------------------------- one row
     def _extend_paths(self, n, s):
         """Spec 7.3 step 4 (here at the start of row n): xi_p[n] given the realized past."""
-        m, size = self.m, s["rho"].shape[-1]
-        past = jnp.arange(size) < n
-        v, v_n = s["v"], s["v"][..., n]
-        q_n = s["C"][:, :, n, :] - jnp.einsum("ic,jcl->ijl", v_n, v)    # C - v v^T, row n
-        mask2 = (past[:, None, None, None] & past[None, None, :, None])
-        A = jnp.where(mask2, jnp.transpose(s["Lf"], (2, 0, 3, 1)), 0.0).reshape(size * m, size * m)
-        B = jnp.where(past[None, :, None], jnp.transpose(q_n, (0, 2, 1)), 0.0).reshape(m, size * m)
-        X = (jnp.linalg.pinv(A, rtol=self.rtol) @ B.T).T                 # (m, L m)
-        mismatch = jnp.max(jnp.abs(X @ A.T - B))
-        schur = q_n[..., n] - X @ X.T
-        lam, U = jnp.linalg.eigh(0.5 * (schur + schur.T))
-        clipped = jnp.sum(jnp.maximum(-lam, 0.0))
-        l_nn = (U * jnp.sqrt(jnp.maximum(lam, 0.0))) @ U.T
-        row = jnp.transpose(X.reshape(m, size, m), (0, 2, 1))            # (i, j, l)
-        row = jnp.where(past, row, 0.0).at[..., n].set(l_nn)
-        xi_n = jnp.einsum("ijl,pjl->pi", row, s["z"]) + s["r0"] @ v_n.T
+        row, clipped, mismatch = factor_row(n, s["Lf"], s["C"], s["v"], self.rtol)
+        xi_n = path_row(n, row, s["z"], s["r0"], s["v"])
         return dict(s, Lf=s["Lf"].at[:, :, n, :].set(row), xi=s["xi"].at[..., n].set(xi_n),
                     clipped=s["clipped"].at[n].set(clipped),
                     mismatch=s["mismatch"].at[n].set(mismatch)), xi_n
 
-    def _sample_side(self, n, s, wts: RowWeights):
-        """Spec 7.2 (K.4, K.5, K.9, K.13, K.14) and the kernels of row n (K.1, K.6-K.8)."""
-        m, P = self.m, self.draws
-        s, xi_n = self._extend_paths(n, s)
+    def _sample_side(self, n, s, wts: RowWeights, xi_n):
+        """Spec 7.2 (K.4, K.5, K.9, K.13, K.14) and the kernels of row n (K.1, K.6-K.8), given
+        the Gaussian paths' row xi_n (P, m). Draw averages are over the draws in `s` (all of a
+        replica's in the causal pass, one batch in the fixed-point iteration); every kernel is
+        linear in them, so batch means average to the full mean."""
+        m, P = self.m, s["F"].shape[0]
         R_n, a_n, w = s["R"][:, :, n, :], s["a"][:, n], wts.w
         r_n = xi_n + jnp.einsum("l,ijl,pjl->pi", w, R_n, s["F"])            # K.4
         sig = self.sigma(r_n)
@@ -257,7 +245,8 @@ class NonGaussianDMFT(AbstractModel):
         return s, kernels
 
     def _row1(self, n, s, wts: RowWeights):
-        s, kernels = self._sample_side(n, s, wts)
+        s, xi_n = self._extend_paths(n, s)
+        s, kernels = self._sample_side(n, s, wts, xi_n)
         s, x = weight_terms(self.algebra, n, s, wts, kernels)             # W2-W5 (nu: W5)
         row = weight_row(self.algebra, n, s, wts, x)                      # W1-W4 rates
         return s, row._replace(stiff=None)
@@ -281,6 +270,13 @@ class NonGaussianDMFT(AbstractModel):
 
     def solution(self, s, ts, records=None) -> "NonGaussianSolution":
         del records
+        dt = jnp.concatenate([jnp.diff(ts), jnp.zeros((1,), ts.dtype)])
+        return self.solution_from(s, jax.vmap(lambda st: aggregates(st, dt))(s), ts)
+
+    def solution_from(self, s, agg: dict, ts, **extra) -> "NonGaussianSolution":
+        """The solution from the replicas' weight-side buffers and row diagnostics `s` (a, v,
+        nu, nu_k2, e_tr, C, R, clipped, mismatch; leading axis groups) and the per-draw
+        `aggregates` of each replica (leading axis groups); `extra`: further fields."""
         G, size = self.groups, ts.shape[0]
         idx = jnp.arange(size)
         per = dict(
@@ -293,28 +289,26 @@ class NonGaussianDMFT(AbstractModel):
         per["e_ts"] = jax.vmap(self.test_error)(per["a"], per["v"], per["C_tt"])
         mean = {key: jnp.mean(x, axis=0) for key, x in per.items()}
         se = {key: jnp.std(x, axis=0, ddof=1) / np.sqrt(G) for key, x in per.items()}
-        ee = jnp.einsum("gpn,gpl->gnl", s["E"], s["E"]) / self.draws   # Mean[E(t) E(s)]
-        dt = jnp.concatenate([jnp.diff(ts), jnp.zeros((1,), ts.dtype)])
-        stiff = jnp.mean(s["lam"] * dt > 1.0, axis=(0, 1))
-        stein = self._stein(s, ts)
+        stein = self._stein(s, agg, ts)
         return NonGaussianSolution(
             t=ts, a=mean["a"], v=mean["v"], nu=mean["nu"],
             rho=jnp.full((size,), jnp.nan, ts.dtype), e_tr=mean["e_tr"], e_ts=mean["e_ts"],
             C_t0=mean["C_t0"], C_tt=mean["C_tt"], t_stored=ts,
             C=jnp.mean(s["C"], axis=0), R=jnp.mean(s["R"], axis=0),
-            C_A=-jnp.mean(ee, axis=0), R_A=jnp.full((size, size), jnp.nan, ts.dtype),
+            C_A=-jnp.mean(agg["ee"], axis=0), R_A=jnp.full((size, size), jnp.nan, ts.dtype),
             algebra=self.algebra,
             a_se=se["a"], v_se=se["v"], nu_se=se["nu"], e_tr_se=se["e_tr"],
             e_ts_se=se["e_ts"], C_t0_se=se["C_t0"], C_tt_se=se["C_tt"],
             nu_k2=mean["nu_k2"], nu_k2_se=se["nu_k2"],
             clipped=jnp.mean(s["clipped"], axis=0), sampling_mismatch=jnp.max(s["mismatch"], 0),
-            stiff_fraction=stiff, stiffness=jnp.max(s["lam"], axis=(0, 1)),
+            stiff_fraction=jnp.mean(agg["stiff"], axis=0),
+            stiffness=jnp.max(agg["lam_max"], axis=0),
             stein_C0=jnp.mean(stein["C0"], 0), stein_C0_se=jnp.std(stein["C0"], 0, ddof=1)
             / np.sqrt(G), stein_v=jnp.mean(stein["v"], 0),
             stein_v_se=jnp.std(stein["v"], 0, ddof=1) / np.sqrt(G),
-            replicas=per, groups=G, draws=G * self.draws)
+            replicas=per, groups=G, draws=G * self.draws, **extra)
 
-    def _stein(self, s, ts):
+    def _stein(self, s, agg, ts):
         """Per replica, the weight side's Euler rates of C(t, 0) and v(t) minus the exact
         identities I1 (t' = 0) and I2 of spec 4.4, which need no response kernels:
         d/dt C_ij(t, 0) = -nu_i C_ij(t, 0) + alpha_bar Mean[F_i(t) xi_j(0)] and
@@ -323,17 +317,62 @@ class NonGaussianDMFT(AbstractModel):
         sampling inconsistency of spec 7.5 (and Monte Carlo noise). Shapes (G, L, m, m) and
         (G, L, m, k); NaN on the last row (no step after it)."""
         dt = jnp.diff(ts)
-        abar, P = self.alpha_bar, self.draws
+        abar = self.alpha_bar
         nu, C, v = s["nu"], s["C"][..., 0], s["v"]                     # (G,m,L) (G,m,m,L)
-        i1 = (-nu[:, :, None, :] * C
-              + abar * jnp.einsum("gpin,gpj->gijn", s["F"], s["xi"][..., 0]) / P)
-        i2 = -nu[:, :, None, :] * v + abar * jnp.einsum("gpin,gpc->gicn", s["F"], s["r0"]) / P
+        i1 = -nu[:, :, None, :] * C + abar * agg["f_xi0"]
+        i2 = -nu[:, :, None, :] * v + abar * agg["f_r0"]
 
         def rate(x):
             r = jnp.diff(x, axis=-1) / dt
             return jnp.concatenate([r, jnp.full(r.shape[:-1] + (1,), jnp.nan, r.dtype)], -1)
 
         return dict(C0=jnp.moveaxis(rate(C) - i1, -1, 1), v=jnp.moveaxis(rate(v) - i2, -1, 1))
+
+
+def aggregates(s, dt) -> dict:
+    """Draw averages of one replica's (or batch's) per-draw histories that the solution needs
+    besides the row diagnostics: Mean[E(t) E(s)] (`ee`, (L, L)), Mean[F_i(t) xi_j(0)]
+    (`f_xi0`, (m, m, L)), Mean[F_i(t) r0] (`f_r0`, (m, k, L)), the fraction of draws with
+    dt lambda_max(S_p)/m > 1 (`stiff`, (L,)) and the largest lambda_max(S_p)/m (`lam_max`).
+    All but `lam_max` are means (average batch values with equal weights); `lam_max` is a max."""
+    P = s["F"].shape[0]
+    return dict(ee=jnp.einsum("pn,pl->nl", s["E"], s["E"]) / P,
+                f_xi0=jnp.einsum("pin,pj->ijn", s["F"], s["xi"][..., 0]) / P,
+                f_r0=jnp.einsum("pin,pc->icn", s["F"], s["r0"]) / P,
+                stiff=jnp.mean(s["lam"] * dt > 1.0, axis=0), lam_max=jnp.max(s["lam"], axis=0))
+
+
+def factor_row(n, Lf, C, v, rtol):
+    """Row n of the causal (block lower-triangular) factor of the Gaussian paths xi_perp ~
+    GP(0, C - v v^T) (N3), given its rows < n: xi_perp_i[n] = sum_{l<=n, j} Lf[i, j, n, l]
+    z_j[l] (spec 7.3 step 4). The new block row is the least-squares solution X of
+    X Lf_past^T = B (B = C[n, <n] - v[n] v[<n]^T; pseudo-inverse with relative cutoff `rtol`)
+    and Lf[n, n] the symmetric square root of the Schur complement C[n, n] - v v^T - X X^T
+    with its negative eigenvalues clipped to zero (the Euler covariance is not PSD, spec 7.5).
+    Row n depends only on C, v up to row n, so the factor of a whole trajectory is the same
+    whether built row by row (causal pass) or after the fact (fixed-point iteration).
+    Returns (row (m, m, L), clipped mass (sum of the clipped eigenvalues' magnitudes),
+    max |X Lf_past^T - B|). Cost O((L m)^3) per row (the pseudo-inverse)."""
+    m, size = C.shape[0], C.shape[-1]
+    past = jnp.arange(size) < n
+    v_n = v[..., n]
+    q_n = C[:, :, n, :] - jnp.einsum("ic,jcl->ijl", v_n, v)        # C - v v^T, row n
+    mask2 = past[:, None, None, None] & past[None, None, :, None]
+    A = jnp.where(mask2, jnp.transpose(Lf, (2, 0, 3, 1)), 0.0).reshape(size * m, size * m)
+    B = jnp.where(past[None, :, None], jnp.transpose(q_n, (0, 2, 1)), 0.0).reshape(m, size * m)
+    X = (jnp.linalg.pinv(A, rtol=rtol) @ B.T).T                      # (m, L m)
+    mismatch = jnp.max(jnp.abs(X @ A.T - B))
+    schur = q_n[..., n] - X @ X.T
+    lam, U = jnp.linalg.eigh(0.5 * (schur + schur.T))
+    clipped = jnp.sum(jnp.maximum(-lam, 0.0))
+    l_nn = (U * jnp.sqrt(jnp.maximum(lam, 0.0))) @ U.T
+    row = jnp.transpose(X.reshape(m, size, m), (0, 2, 1))            # (i, j, l)
+    return jnp.where(past, row, 0.0).at[..., n].set(l_nn), clipped, mismatch
+
+
+def path_row(n, row, z, r0, v):
+    """xi_p[n] = v[n] r0_p + sum_{l<=n} Lf[n, l] z_p[l] (N3): (P, m)."""
+    return jnp.einsum("ijl,pjl->pi", row, z) + r0 @ v[..., n].T
 
 
 class NonGaussianSolution(Solution):
@@ -375,6 +414,8 @@ class NonGaussianSolution(Solution):
     stein_v: Array = None
     stein_v_se: Array = None
     replicas: dict = None
+    iterations: Array = None
+    residuals: Array = None
     groups: int = eqx.field(static=True, default=1)
     draws: int = eqx.field(static=True, default=0)
 
