@@ -214,10 +214,10 @@ def run_solve(args, out) -> int:
     summary = dict(theory="nongaussian", method=args.method, dynamics="flow", steps=grid.steps,
                    dt=float(grid.dt), m=model.m, k=model.k, draws=args.draws,
                    groups=args.groups, seed=args.seed, wall_time_s=round(t_run, 4),
-                   compile_time_s=round(t_compile, 4))
+                   compile_time_s=None if t_compile is None else round(t_compile, 4))
     arrays = solution_arrays(sol)
     if args.method == "fixed-point":
-        summary.update(iterations=int(arrays["fp_iterations"]),
+        summary.update(iterations=int(arrays["fp_iterations"].max()),
                        converged=bool(arrays["fp_converged"]))
     bad = sorted(k for k, x in arrays.items() if x.dtype.kind == "f" and not np.all(np.isfinite(x)))
     if diverged(sol) or bad:
@@ -238,7 +238,10 @@ def run_solve(args, out) -> int:
     out.report(summary, f"t = {summary['t']:g}: e_tr = {last['e_tr']:.6g} +- "
                         f"{last['e_tr_se']:.2g}, e_ts = {last['e_ts']:.6g} +- "
                         f"{last['e_ts_se']:.2g} (non-Gaussian DMFT, {args.draws} draws in "
-                        f"{args.groups} groups; compile {t_compile:.2f} s, solve {t_run:.2f} s)")
+                        f"{args.groups} groups; "
+                        + (f"fixed point in {summary['iterations']} iterations, {t_run:.2f} s)"
+                           if t_compile is None else
+                           f"compile {t_compile:.2f} s, solve {t_run:.2f} s)"))
     return 0
 
 
@@ -256,7 +259,7 @@ def _fixed_point(args, model, grid):
     t0 = time.perf_counter()
     sol = jax.block_until_ready(fp(model, grid, tol=args.tol, max_iter=args.max_iter,
                                    throw=False))
-    return sol, 0.0, time.perf_counter() - t0
+    return sol, None, time.perf_counter() - t0
 
 
 def divergence_message(model, grid, t_bad: float, bad: list[str]) -> str:
@@ -315,8 +318,11 @@ def solution_arrays(sol) -> dict[str, np.ndarray]:
     out.update(_neuron_averages({k: np.asarray(v) for k, v in sol.replicas.items()}))
     if getattr(sol, "iterations", None) is not None:           # --method fixed-point
         from ._results import RESULTS
-        res = np.asarray(sol.residuals)
-        out.update(fp_iterations=np.asarray(sol.iterations), fp_residuals=res[np.isfinite(res)],
+        its = np.asarray(sol.iterations).reshape(-1)
+        res = np.array(sol.residuals).reshape(its.shape[0], -1)[:, :max(int(its.max()), 1)]
+        for row, n in zip(res, its):        # a finished replica keeps its last residual
+            row[max(int(n), 1):] = row[max(int(n), 1) - 1]
+        out.update(fp_iterations=its, fp_residuals=np.max(res, axis=0),
                    fp_converged=np.asarray(sol.result != RESULTS.not_converged))
     return {key: np.asarray(val) for key, val in out.items()}
 

@@ -192,3 +192,19 @@ def test_grad_forward_equals_central_differences(capsys):
         np.testing.assert_allclose(res["grad"][name], want, rtol=1e-5, atol=1e-9, err_msg=name)
     code, _, err = _run(capsys, argv + ["--mode", "reverse"])
     assert code == 2 and len(err) == 1 and "--mode reverse" in err[0]
+
+
+def test_fixed_point_method(files, tmp_path, capsys):
+    """--method fixed-point (dj.nongaussian_fixed_point) converges to the causal pass of the
+    same seed within its tolerance, and records its iterations and residuals."""
+    out = tmp_path / "fp.npz"
+    code, lines, err = _run(capsys, ["solve"] + PHYSICS + NG + [
+        "--init", str(files["dir"] / "init.npz"), "--method", "fixed-point", "--tol", "1e-4",
+        "--out", str(out), "--json"])
+    assert code == 0 and err == [], err
+    assert json.loads(lines[-1])["converged"] is True
+    f, ref = np.load(out), np.load(files["s0"])
+    assert str(f["method"]) == "fixed-point" and f["fp_iterations"].shape == (GROUPS,)
+    assert f["fp_residuals"][-1] <= 1e-4 and np.all(np.isfinite(f["fp_residuals"]))
+    for name in ("a", "e_tr", "C_t0"):
+        np.testing.assert_allclose(f[name], ref[name], rtol=0, atol=1e-4, err_msg=name)
