@@ -43,9 +43,11 @@ def add_adaptive_arguments(p) -> None:
                    help=f"relative tolerance of each step (default {RTOL:g})")
     g.add_argument("--atol", type=Real(0.0, 1.0, open_low=True), default=None,
                    help=f"absolute tolerance of each step (default {ATOL:g})")
-    g.add_argument("--method", choices=("euler", "trapezoid"), default=None,
+    g.add_argument("--method", choices=("euler", "trapezoid", "pass", "fixed-point"),
+                   default=None,
                    help="euler (spec section 6, first order; default with --dt/--steps) or "
-                        "trapezoid (second order; default and only choice with --t-max)")
+                        "trapezoid (second order; default and only choice with --t-max); "
+                        "--theory nongaussian: pass (the causal pass, default) or fixed-point")
     g.add_argument("--history", type=Count(8, 65_536), default=None, metavar="L",
                    help=f"stored times of the two-time functions (default {HISTORY}); when "
                         "full, a quarter of the older half is dropped")

@@ -408,7 +408,8 @@ def _run_sweep(args, out) -> int:
 def _add_compare(p):
     p.add_argument("files", nargs="+", type=non_empty_path, metavar="FILE.npz",
                    help="experiment or sweep files (symbols, with their DMFT lines), or "
-                        "`dmft-jax solve --out` files (lines)")
+                        "`dmft-jax solve --out` files (lines; non-Gaussian ones with a +-1 "
+                        "standard-error band)")
     p.add_argument("--observables", default="a,v,e_tr,e_ts", metavar="NAMES",
                    help="comma-separated (a, gamma, a_l1, v, C_d0, C_o, e_tr, e_ts)")
     add_output_arguments(p, out=FIGURE, out_default="compare.png", json_summary=False,
@@ -564,6 +565,9 @@ def _series(path: str, names) -> list[dict]:
         return _experiment_series(path, names)
     if kind == "sweep":
         return _sweep_series(path, names)
+    from ._cli_nongaussian import compare_series, is_nongaussian
+    if is_nongaussian(path):
+        return compare_series(path, names)
     return _solve_series(path, names)
 
 
@@ -609,6 +613,9 @@ def _draw(ax, s, name, color) -> None:
         ax.plot(s["t"], s["dmft"][name], "-", color=color, lw=1.5,
                 label=f"{s['label']} {theory}" if s["exp"] is not None
                 else s["label"] + (" (GD)" if s["dynamics"] == "gd" else ""))
+        if name in s.get("se", {}):                  # non-Gaussian DMFT: +-1 standard error
+            y, se = s["dmft"][name], s["se"][name]
+            ax.fill_between(s["t"], y - se, y + se, color=color, alpha=0.25, lw=0)
     if s["exp"] is not None and name in s["exp"]:
         x = np.asarray(s["exp"][name], dtype=float)[~np.asarray(s["diverged"], dtype=bool)]
         if x.shape[0]:

@@ -6,7 +6,8 @@
 prints one JSON line {"value": ..., "grad": {"a0": ..., ...}, "mode": ..., "seconds": ...}
 (`seconds`: the value-and-gradient run after compilation, `compile_seconds` separately).
 Array-valued observables (a, v of the general DMFT) give lists and the Jacobian.
-Physics and grid flags are those of `dmft-jax solve`. A non-finite value or gradient means the
+Physics and grid flags are those of `dmft-jax solve`. With `--theory nongaussian` (forward
+mode only) it differentiates the non-Gaussian DMFT at fixed draws (`_cli_nongaussian_grad`). A non-finite value or gradient means the
 solve diverged: the JSON line then has `"diverged": true` and the command exits 1.
 
 With `--dynamics gd --lr LR` the observable is read on the discrete-time DMFT of projected GD
@@ -23,6 +24,7 @@ import time
 
 import numpy as np
 
+from . import _cli_nongaussian as nongaussian
 from ._cli_args import COUNT, NON_NEGATIVE, POSITIVE, Command, SolveError, UsageError
 from ._cli_io import add_output_arguments, divergence_line
 from ._cli_physics import (
@@ -58,9 +60,11 @@ def _add_grad(p):
                         "dt (flow) or lr (--dynamics gd), h, h<p>, phihat, phihat<p> (Taylor "
                         "coefficient of q^p; with --target same phihat is a separate copy of h: "
                         "--wrt h moves h only)")
-    g.add_argument("--mode", default="reverse", choices=("forward", "reverse"),
-                   help="reverse (adjoint, default) or forward mode; both O(N^2) memory")
+    g.add_argument("--mode", default=None, choices=("forward", "reverse"),
+                   help="reverse (adjoint, default) or forward mode; both O(N^2) memory "
+                        "(--theory nongaussian: forward only)")
     g.add_argument("--chunks", type=COUNT, default=None, help="causal chunks of the loop")
+    nongaussian.add_nongaussian_arguments(p, fixed_point=False)
     add_output_arguments(p, out=None, json_summary=False)
 
 
@@ -135,6 +139,11 @@ def _run_grad(args, out) -> int:
     import jax.tree_util as jtu
 
     from . import _adjoint
+    if nongaussian.theory(args) == "nongaussian":
+        from ._cli_nongaussian_grad import run
+        return run(args, out)
+    nongaussian.check_gaussian(args)
+    args.mode = args.mode or "reverse"
     check_dynamics(args)
     if args.dynamics == "flow":
         args.dt = 0.05 if args.dt is None else args.dt

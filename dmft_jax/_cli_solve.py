@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from . import _cli_adaptive as adaptive
+from . import _cli_nongaussian as nongaussian
 from ._cli_args import Command, SolveError, check_memory, solve_bytes
 from ._cli_io import DATA, FIGURE, add_output_arguments, diverged, divergence_line
 from ._cli_physics import (
@@ -98,6 +99,7 @@ def _add_solve(p):
     add_grid_arguments(p, dt=None, steps=None)
     add_dynamics_arguments(p)
     adaptive.add_adaptive_arguments(p)
+    nongaussian.add_nongaussian_arguments(p)
     add_output_arguments(p, plot=True)
     p.set_defaults(_output_files=dict(p.get_default("_output_files"), checkpoint=DATA))
     p.add_argument("--progress", action="store_true", default=None,
@@ -106,6 +108,9 @@ def _add_solve(p):
 
 
 def _run_solve(args, out) -> int:
+    if nongaussian.theory(args) == "nongaussian":
+        return nongaussian.run_solve(args, out)
+    nongaussian.check_gaussian(args)
     check_dynamics(args)
     if args.dynamics == "gd":
         return _run_gd(args, out, model_from_args(args))
@@ -281,7 +286,8 @@ def _run_demo(args, out) -> int:
     return 0
 
 
-SOLVE = Command("solve", "solve the DMFT (symmetric, or general with --init)",
+SOLVE = Command("solve", "solve the DMFT (symmetric, or general with --init; or the "
+                "non-Gaussian DMFT with --theory nongaussian)",
                 _add_solve, _run_solve)
 DEMO = Command("demo", "the three regimes of train/test error for a few widths (writes a figure)",
                _add_demo, _run_demo)
