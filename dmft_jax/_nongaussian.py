@@ -342,6 +342,37 @@ def aggregates(s, dt) -> dict:
                 stiff=jnp.mean(s["lam"] * dt > 1.0, axis=0), lam_max=jnp.max(s["lam"], axis=0))
 
 
+#: Eigenvalues below TINY x max(1, |lambda|) count as zero in the derivative of `psd_sqrt`.
+TINY = 1e-8
+
+
+@jax.custom_jvp
+def psd_sqrt(S):
+    """The symmetric square root of the PSD part of a symmetric S (negative eigenvalues
+    clipped to 0), with a finite forward-mode derivative (see `_psd_sqrt_jvp`)."""
+    lam, U = jnp.linalg.eigh(S)
+    return (U * jnp.sqrt(jnp.maximum(lam, 0.0))) @ U.T
+
+
+@psd_sqrt.defjvp
+def _psd_sqrt_jvp(primals, tangents):
+    """Daleckii-Krein: d sqrt(S) = U [(U^T dS U) o D] U^T, D the divided differences of
+    f = sqrt(max(., 0)) (f' on ties, 0 on the null space). JAX's derivative of `eigh` is NaN
+    for repeated eigenvalues (C(0, 0) = I) and sqrt's is infinite at the zero innovations of
+    the first Euler row; this one is finite, so forward-mode derivatives of the non-Gaussian
+    DMFT at fixed draws exist (`dmft-jax grad --theory nongaussian`)."""
+    (S,), (dS,) = primals, tangents
+    lam, U = jnp.linalg.eigh(S)
+    tiny = TINY * jnp.maximum(1.0, jnp.max(jnp.abs(lam)))
+    pos = lam > tiny
+    f = jnp.where(pos, jnp.sqrt(jnp.where(pos, lam, 1.0)), 0.0)
+    d1 = jnp.where(pos, 0.5 / jnp.where(pos, f, 1.0), 0.0)
+    close = jnp.abs(lam[:, None] - lam[None, :]) <= tiny
+    dd = jnp.where(close, 0.5 * (d1[:, None] + d1[None, :]),
+                   (f[:, None] - f[None, :]) / jnp.where(close, 1.0, lam[:, None] - lam[None, :]))
+    return (U * jnp.sqrt(jnp.maximum(lam, 0.0))) @ U.T, U @ ((U.T @ dS @ U) * dd) @ U.T
+
+
 def factor_row(n, Lf, C, v, rtol):
     """Row n of the causal (block lower-triangular) factor of the Gaussian paths xi_perp ~
     GP(0, C - v v^T) (N3), given its rows < n: xi_perp_i[n] = sum_{l<=n, j} Lf[i, j, n, l]
@@ -363,9 +394,9 @@ def factor_row(n, Lf, C, v, rtol):
     X = (jnp.linalg.pinv(A, rtol=rtol) @ B.T).T                      # (m, L m)
     mismatch = jnp.max(jnp.abs(X @ A.T - B))
     schur = q_n[..., n] - X @ X.T
-    lam, U = jnp.linalg.eigh(0.5 * (schur + schur.T))
-    clipped = jnp.sum(jnp.maximum(-lam, 0.0))
-    l_nn = (U * jnp.sqrt(jnp.maximum(lam, 0.0))) @ U.T
+    sym = 0.5 * (schur + schur.T)
+    clipped = jnp.sum(jnp.maximum(-jnp.linalg.eigvalsh(sym), 0.0))
+    l_nn = psd_sqrt(sym)
     row = jnp.transpose(X.reshape(m, size, m), (0, 2, 1))            # (i, j, l)
     return jnp.where(past, row, 0.0).at[..., n].set(l_nn), clipped, mismatch
 
