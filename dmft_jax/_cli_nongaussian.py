@@ -24,9 +24,10 @@ THEORIES = ("gaussian", "nongaussian")
 #: --method values of each theory (the flag itself is declared in `_cli_adaptive`).
 METHODS = {"gaussian": ("euler", "trapezoid"), "nongaussian": ("pass", "fixed-point")}
 #: Defaults of the non-Gaussian flags (documented in the README).
-DRAWS, SEED, GROUPS, TOL, MAX_ITER = 4000, 0, 8, 1e-4, 50
+DRAWS, SEED, GROUPS, TOL, MAX_ITER, BATCH = 4000, 0, 8, 1e-4, 50, 256
 #: Flags that only the non-Gaussian theory takes (attribute names).
-NG_ONLY = ("draws", "seed", "groups", "antithetic", "exchangeable", "tol", "max_iter")
+NG_ONLY = ("draws", "seed", "groups", "antithetic", "exchangeable", "tol", "max_iter",
+           "batch")
 #: Flags of the adaptive Gaussian solve, refused by the non-Gaussian theory.
 _ADAPTIVE = ("t_max", "rtol", "atol", "history", "max_decimation_error", "max_steps",
              "save_at", "checkpoint")
@@ -56,6 +57,10 @@ def add_nongaussian_arguments(p: argparse.ArgumentParser, *, fixed_point: bool =
                        help=f"--method fixed-point: residual tolerance (default {TOL:g})")
         g.add_argument("--max-iter", type=Count(1, 100_000), default=S, metavar="N",
                        help=f"--method fixed-point: most iterations (default {MAX_ITER})")
+        g.add_argument("--batch", type=COUNT, default=S, metavar="B",
+                       help="--method fixed-point: draws per batch of the sample side (a "
+                            "divisor of --draws / --groups; default: the largest one <= "
+                            f"{BATCH}); memory ~ 16 B steps^2 m^2 bytes whatever --draws")
 
 
 def theory(args) -> str:
@@ -100,11 +105,11 @@ def check_flags(args, command: str = "solve") -> None:
                          "nongaussian takes pass (default) or fixed-point")
     args.method = method or "pass"
     if args.method != "fixed-point":
-        no([f for f, k in (("--tol", "tol"), ("--max-iter", "max_iter")) if hasattr(args, k)],
-           "only --method fixed-point iterates")
+        no([f for f, k in (("--tol", "tol"), ("--max-iter", "max_iter"), ("--batch", "batch"))
+            if hasattr(args, k)], "only --method fixed-point iterates")
     for name, default in (("draws", DRAWS), ("seed", SEED), ("groups", GROUPS),
                           ("antithetic", False), ("exchangeable", False), ("tol", TOL),
-                          ("max_iter", MAX_ITER)):
+                          ("max_iter", MAX_ITER), ("batch", None)):
         if not hasattr(args, name):
             setattr(args, name, default)
     if command == "solve":
@@ -189,9 +194,38 @@ def solve_bytes(model, steps: int) -> float:
     return 8 * (2 * (P * per_draw + G * per_group) + 4 * N * N * m * m)
 
 
+def fixed_point_bytes(model, steps: int, batch: int) -> float:
+    """Estimated peak bytes of `--method fixed-point`: one batch's per-draw buffers (as in the
+    pass, `batch` draws), one replica's iterate, kernels, path factor and Anderson history
+    (~ 30 N^2 m^2), the least-squares solve, and every draw's normals (P N m)."""
+    N, m, k = float(steps) + 1, float(model.m), float(model.k)
+    P = float(model.draws * model.groups)
+    per_draw = N * N * m * m + N * (m * m + m * k + 4 * m + 2) + k + 2
+    per_replica = 30 * N * N * m * m + 4 * (N * m) ** 2
+    return 8 * (2 * (batch * per_draw + per_replica) + P * (N * m + k + 2)
+                + 4 * N * N * m * m)
+
+
+def fixed_point_batch(args, model) -> int:
+    """--batch, checked to divide the draws per replica, or the largest divisor <= BATCH."""
+    per = model.draws
+    if args.batch is not None:
+        if per % args.batch:
+            raise UsageError(f"--batch {args.batch} must divide the draws per replica "
+                             f"(--draws / --groups = {per})")
+        return args.batch
+    return max(b for b in range(1, min(per, BATCH) + 1) if per % b == 0)
+
+
 def check_solve_memory(args, model, copies: float = 1.0) -> None:
+    if getattr(args, "method", None) == "fixed-point":
+        batch = fixed_point_batch(args, model)
+        check_memory(copies * fixed_point_bytes(model, args.steps, batch),
+                     f"--batch {batch}, --steps {args.steps}, m = {model.m}")
+        return
     check_memory(copies * solve_bytes(model, args.steps),
-                 f"--draws {args.draws}, --steps {args.steps}, m = {model.m}")
+                 f"--draws {args.draws}, --steps {args.steps}, m = {model.m} (--method "
+                 "fixed-point --batch B needs less)")
 
 
 # ----------------------------------------------------------------------------- the solve
@@ -251,14 +285,11 @@ def _fixed_point(args, model, grid):
 
     import jax
 
-    import dmft_jax as dj
-    fp = getattr(dj, "nongaussian_fixed_point", None)
-    if fp is None:
-        raise UsageError("--method fixed-point: this installation has no "
-                         "dj.nongaussian_fixed_point yet; use --method pass")
+    from ._nongaussian_fp import nongaussian_fixed_point
     t0 = time.perf_counter()
-    sol = jax.block_until_ready(fp(model, grid, tol=args.tol, max_iter=args.max_iter,
-                                   throw=False))
+    sol = jax.block_until_ready(nongaussian_fixed_point(
+        model, grid, tol=args.tol, max_iter=args.max_iter, batch=fixed_point_batch(args, model),
+        throw=False))
     return sol, None, time.perf_counter() - t0
 
 

@@ -131,6 +131,8 @@ BAD = [
     (["--method", "euler"], "--method euler"),
     (["--method", "trapezoid"], "--method trapezoid"),
     (["--tol", "1e-3"], "--tol"),
+    (["--batch", "10"], "--batch"),
+    (["--method", "fixed-point", "--batch", "30"], "--batch 30"),
     (["--exchangeable", "--a0", "1", "--init", "init.npz"], "--init"),
     (["--exchangeable", "--init", "init.npz"], "--exchangeable"),
     (["--steps", "100000", "--m", "2"], "memory"),
@@ -200,7 +202,7 @@ def test_fixed_point_method(files, tmp_path, capsys):
     out = tmp_path / "fp.npz"
     code, lines, err = _run(capsys, ["solve"] + PHYSICS + NG + [
         "--init", str(files["dir"] / "init.npz"), "--method", "fixed-point", "--tol", "1e-4",
-        "--out", str(out), "--json"])
+        "--batch", str(DRAWS // GROUPS // 2), "--out", str(out), "--json"])
     assert code == 0 and err == [], err
     assert json.loads(lines[-1])["converged"] is True
     f, ref = np.load(out), np.load(files["s0"])
