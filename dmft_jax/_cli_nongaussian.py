@@ -249,15 +249,18 @@ def run_solve(args, out) -> int:
                    dt=float(grid.dt), m=model.m, k=model.k, draws=args.draws,
                    groups=args.groups, seed=args.seed, wall_time_s=round(t_run, 4),
                    compile_time_s=None if t_compile is None else round(t_compile, 4))
-    arrays = solution_arrays(sol)
+    with np.errstate(all="ignore"):       # a diverged solve has huge values: reported below
+        arrays = solution_arrays(sol)
     if args.method == "fixed-point":
         summary.update(iterations=int(arrays["fp_iterations"].max()),
                        converged=bool(arrays["fp_converged"]))
     bad = sorted(k for k, x in arrays.items() if x.dtype.kind == "f" and not np.all(np.isfinite(x)))
     if diverged(sol) or bad:
         t_bad = float(sol.divergence_time)
-        out.error_json(dict(summary, diverged=True, divergence_time=t_bad, non_finite=bad))
-        raise SolveError(divergence_message(model, grid, t_bad, bad))
+        unstable = int(sol.unstable_draws)
+        out.error_json(dict(summary, diverged=True, divergence_time=t_bad, non_finite=bad,
+                            unstable_draws=unstable))
+        raise SolveError(divergence_message(model, grid, t_bad, bad, unstable))
     if args.method == "fixed-point" and not summary["converged"]:
         out.error_json(dict(summary, diverged=False, failed=True))
         raise SolveError(f"the fixed-point iteration did not converge: residual "
@@ -293,14 +296,20 @@ def _fixed_point(args, model, grid):
     return sol, None, time.perf_counter() - t0
 
 
-def divergence_message(model, grid, t_bad: float, bad: list[str]) -> str:
-    """One line: when the solve diverged and a step to try."""
+def divergence_message(model, grid, t_bad: float, bad: list[str], unstable: int = 0) -> str:
+    """One line: when the solve diverged (or which draws went unstable) and a step to try."""
     from ._cli_io import divergence_line
     a_max = float(np.max(np.abs(np.asarray(model.a0))))
     rate = float(model.alpha_bar) / model.m * max(a_max, 1e-12) ** 2 * float(model.h.d1(1.0))
     dt = float(grid.dt)
     when = (f"at t = {t_bad:.4g} (non-finite values or |C| > 1)" if np.isfinite(t_bad)
             else f"(non-finite {', '.join(bad[:4])})")
+    if unstable:
+        return divergence_line("the solve", 1, 1, (
+            f"at t = {t_bad:.4g}: {unstable} of {model.draws * model.groups} draws went "
+            f"unstable (dt lambda_max(S)/m > 2 on two consecutive steps: the explicit "
+            f"per-draw step's bound, spec 7.6); the answer would be biased by them; use a "
+            f"smaller --dt than {dt:g}"))
     return divergence_line("the solve", 1, 1, f"{when}: the step --dt {dt:g} may be too large "
                            f"for explicit Euler or some draws are unstable (stiffness, "
                            f"docs/nongaussian.md); try --dt {min(0.5 / rate, 0.5 * dt):.3g}")

@@ -82,6 +82,13 @@ class AbstractModel(eqx.Module):
     #: True for exact discrete-time recursions (`next` instead of rates; `Map` stepper).
     discrete: ClassVar[bool] = False
 
+    def default_chunks(self, steps: int) -> int | None:
+        """Causal chunks of a fixed-grid solve when the caller gives none (None: the default
+        of `chunk_bounds`). Models whose run time dominates their compile time at small N
+        (Monte Carlo over many draws) ask for more."""
+        del steps
+        return None
+
     def records(self, n, state: dict) -> dict:
         """One-time observables of row n (after `row(n)`), recorded at every accepted step of an
         adaptive solve. Default: none."""
@@ -354,6 +361,8 @@ def _fixed(model: AbstractModel, grid: TimeGrid, stepper: AbstractStepper, progr
                          lambda: None)
         return stepper.step(model, n, s, ts).state
 
+    if chunks is None:
+        chunks = model.default_chunks(grid.steps)
     for lo, hi in chunk_bounds(grid.steps, chunks):
         if hi + 1 >= grid.size:
             state = jax.lax.fori_loop(lo, hi, lambda n, s: body(n, s, ts), state)

@@ -188,6 +188,12 @@ class NonGaussianDMFT(AbstractModel):
     def advancing(self):
         return frozenset({"a", "v", "C", "R"})
 
+    def default_chunks(self, steps: int) -> int | None:
+        """4 causal chunks from 32 steps on: the per-draw J recursion costs O(P L^2 m^3) per
+        row on an L-row window, so chunking halves the run time, which dominates the (4x
+        larger) compile time once the draws are many."""
+        return 4 if steps >= 32 else None
+
     # -------------------------------------------------------------- one row
     def _extend_paths(self, n, s):
         """Spec 7.3 step 4 (here at the start of row n): xi_p[n] given the realized past."""
@@ -303,6 +309,8 @@ class NonGaussianDMFT(AbstractModel):
             clipped=jnp.mean(s["clipped"], axis=0), sampling_mismatch=jnp.max(s["mismatch"], 0),
             stiff_fraction=jnp.mean(agg["stiff"], axis=0),
             stiffness=jnp.max(agg["lam_max"], axis=0),
+            unstable=jnp.mean(agg["unstable"], axis=0),
+            unstable_draws=jnp.round(jnp.sum(agg["unstable_draws"], axis=0) * self.draws),
             stein_C0=jnp.mean(stein["C0"], 0), stein_C0_se=jnp.std(stein["C0"], 0, ddof=1)
             / np.sqrt(G), stein_v=jnp.mean(stein["v"], 0),
             stein_v_se=jnp.std(stein["v"], 0, ddof=1) / np.sqrt(G),
@@ -333,10 +341,18 @@ def aggregates(s, dt) -> dict:
     """Draw averages of one replica's (or batch's) per-draw histories that the solution needs
     besides the row diagnostics: Mean[E(t) E(s)] (`ee`, (L, L)), Mean[F_i(t) xi_j(0)]
     (`f_xi0`, (m, m, L)), Mean[F_i(t) r0] (`f_r0`, (m, k, L)), the fraction of draws with
-    dt lambda_max(S_p)/m > 1 (`stiff`, (L,)) and the largest lambda_max(S_p)/m (`lam_max`).
-    All but `lam_max` are means (average batch values with equal weights); `lam_max` is a max."""
+    dt lambda_max(S_p)/m > 1 (`stiff`, (L,)) and the largest lambda_max(S_p)/m (`lam_max`);
+    the fraction of draws *unstable* at row n (`unstable`, (L,): dt lambda_max(S_p)/m > 2, the
+    explicit per-draw step's stability bound of spec 7.6, on rows n - 1 and n: the step
+    amplified the draw's error twice in a row) and of draws unstable at some row
+    (`unstable_draws`). All but `lam_max` are means (average batch values with equal weights);
+    `lam_max` is a max."""
     P = s["F"].shape[0]
-    return dict(ee=jnp.einsum("pn,pl->nl", s["E"], s["E"]) / P,
+    over = ~(s["lam"] * dt <= 2.0)          # a non-finite lambda counts as unstable
+    twice = over & jnp.concatenate([jnp.zeros_like(over[:, :1]), over[:, :-1]], axis=1)
+    return dict(unstable=jnp.mean(twice, axis=0),
+                unstable_draws=jnp.mean(jnp.any(twice, axis=1)),
+                ee=jnp.einsum("pn,pl->nl", s["E"], s["E"]) / P,
                 f_xi0=jnp.einsum("pin,pj->ijn", s["F"], s["xi"][..., 0]) / P,
                 f_r0=jnp.einsum("pin,pc->icn", s["F"], s["r0"]) / P,
                 stiff=jnp.mean(s["lam"] * dt > 1.0, axis=0), lam_max=jnp.max(s["lam"], axis=0))
@@ -420,7 +436,10 @@ class NonGaussianSolution(Solution):
     covariance clipped when the Gaussian paths are extended (spec 7.5; replica mean);
     `sampling_mismatch` (T,): max |sampled - wanted| cross-covariance of xi[n] with its past
     (replica max); `stiffness` (T,): max over draws of lambda_max(S_p)/m; `stiff_fraction`
-    (T,): the fraction of draws with dt lambda_max(S_p)/m > 1 (spec 7.6); `stein_C0`
+    (T,): the fraction of draws with dt lambda_max(S_p)/m > 1 (spec 7.6); `unstable` (T,): the
+    fraction of draws beyond the explicit step's stability bound, dt lambda_max(S_p)/m > 2, on
+    this row and the one before (a solve with any is `RESULTS.diverged`); `unstable_draws`:
+    how many draws were unstable at some row; `stein_C0`
     (T, m, m), `stein_v` (T, m, k) and their `_se`: the weight side's rates of C(t, 0) and v
     minus the response-free identities I1, I2 (spec 4.4), zero in expectation for exactly
     sampled paths (NaN on the last row; see `NonGaussianDMFT._stein`); `replicas`: the
@@ -445,8 +464,18 @@ class NonGaussianSolution(Solution):
     stein_v: Array = None
     stein_v_se: Array = None
     replicas: dict = None
+    unstable: Array = None
+    unstable_draws: Array = None
     iterations: Array = None
     residuals: Array = None
+
+    @property
+    def bad_rows(self) -> Array:
+        """The Gaussian solution's divergence rule (`dmft_jax._results`), and the rows at which
+        some draw is unstable (`unstable` > 0): a solve with unstable draws fails
+        (RESULTS.diverged) rather than return an answer biased by them."""
+        rows = super().bad_rows
+        return rows if self.unstable is None else rows | (self.unstable > 0)
     groups: int = eqx.field(static=True, default=1)
     draws: int = eqx.field(static=True, default=0)
 

@@ -87,6 +87,9 @@ class _Sweep(AbstractModel):
     def advancing(self):
         return frozenset()
 
+    def default_chunks(self, steps: int) -> int | None:
+        return self.core.default_chunks(steps)
+
     def row(self, n, s, wts: RowWeights):
         xi_n = path_row(n, s["Lf"][:, :, n, :], s["z"], s["r0"], s["v"])
         s = dict(s, xi=s["xi"].at[..., n].set(xi_n))

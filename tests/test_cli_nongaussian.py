@@ -210,3 +210,18 @@ def test_fixed_point_method(files, tmp_path, capsys):
     assert f["fp_residuals"][-1] <= 1e-4 and np.all(np.isfinite(f["fp_residuals"]))
     for name in ("a", "e_tr", "C_t0"):
         np.testing.assert_allclose(f[name], ref[name], rtol=0, atol=1e-4, err_msg=name)
+
+
+def test_unstable_draws_exit_1_with_one_line(tmp_path, capsys):
+    """Draws beyond the per-draw stability bound make the solve fail: exit 1, one line that
+    counts them and names a smaller --dt, a JSON record, no file."""
+    out = tmp_path / "u.npz"
+    code, lines, err = _run(capsys, ["solve", "--theory", "nongaussian", "--h", "0,0.6,0.4",
+                                     "--target", "none", "--m", "2", "--alpha", "1",
+                                     "--a0", "1.2", "--dt", "1.0", "--steps", "20",
+                                     "--draws", "4000", "--groups", str(GROUPS),
+                                     "--out", str(out), "--json"])
+    assert code == 1 and len(err) == 1 and "went unstable" in err[0] and "--dt" in err[0], err
+    record = json.loads(lines[-1])
+    assert record["diverged"] is True and record["unstable_draws"] > 0
+    assert not out.exists()

@@ -263,3 +263,18 @@ def test_other_steppers_refused():
     model = dj.nongaussian_dmft(QUAD, "same", **_kw(draws=16))
     with pytest.raises(ValueError, match="Euler"):
         dj.solve(model, dj.TimeGrid(DT, 3), dj.Trapezoid())
+
+
+def test_unstable_draws_fail_the_solve():
+    """Draws beyond the explicit per-draw step's stability bound (dt lambda_max(S)/m > 2 on
+    two consecutive rows, spec 7.6) are counted and the solve fails (RESULTS.diverged) instead
+    of returning an answer biased by them; at dt = 0.1 there are none."""
+    model = dj.nongaussian_dmft(QUAD, ZERO_PHI, target=ZERO_TARGET, tau=TAU, a=A0,
+                                alpha_bar=ABAR, draws=DRAWS, key=0, groups=GROUPS)
+    bad = dj.solve(model, dj.TimeGrid(1.0, STEPS), throw=False)    # same compilation
+    assert bad.result == dj.RESULTS.diverged
+    assert float(bad.unstable_draws) > 0 and np.any(np.asarray(bad.unstable) > 0)
+    first = int(np.argmax(np.asarray(bad.unstable) > 0))
+    assert float(bad.divergence_time) <= float(bad.t[first])
+    good = quadratic()
+    assert good.result == dj.RESULTS.successful and float(good.unstable_draws) == 0
