@@ -63,9 +63,10 @@ def networks(setting, m, d, seeds, dt_net, t_max):
     proto = dj.Protocol(m=m, d=d, steps=steps, record_every=every)
     prob = dj.problem(setting["h"], "same")
     keys = jax.random.split(jax.random.PRNGKey(12345), seeds)
-    run = jax.jit(jax.vmap(lambda k: dj.train(k, prob, proto, a0=a0, lr=lr,
-                                               tau=setting["tau"], alpha=alpha)))
-    traj = run(keys)
+    one = lambda k: dj.train(k, prob, proto, a0=a0, lr=lr, tau=setting["tau"], alpha=alpha)  # noqa: E731
+    # vmapped seeds hold every seed's data at once: one after the other when that is large
+    big = alpha * m * d * d * seeds * 8 > 2e9
+    traj = jax.jit(lambda ks: jax.lax.map(one, ks) if big else jax.vmap(one)(ks))(keys)
     ok = ~np.asarray(traj.diverged)
     out = {}
     for name in NAMES:

@@ -26,7 +26,8 @@ METHODS = {"gaussian": ("euler", "trapezoid"), "nongaussian": ("pass", "fixed-po
 #: Defaults of the non-Gaussian flags (documented in the README).
 DRAWS, SEED, GROUPS, TOL, MAX_ITER, BATCH = 4000, 0, 8, 1e-4, 50, 256
 #: Flags that only the non-Gaussian theory takes (attribute names).
-NG_ONLY = ("draws", "seed", "groups", "antithetic", "exchangeable", "tol", "max_iter",
+NG_ONLY = ("draws", "seed", "groups", "antithetic", "exchangeable", "control_variates",
+           "tol", "max_iter",
            "batch")
 #: Flags of the adaptive Gaussian solve, refused by the non-Gaussian theory.
 _ADAPTIVE = ("t_max", "rtol", "atol", "history", "max_decimation_error", "max_steps",
@@ -49,6 +50,10 @@ def add_nongaussian_arguments(p: argparse.ArgumentParser, *, fixed_point: bool =
                    help=f"independent replicas for the standard errors (>= 2, default {GROUPS})")
     g.add_argument("--antithetic", action="store_true", default=S,
                    help="antithetic draws: each replica's second half is minus its first half")
+    g.add_argument("--control-variates", action="store_true", default=S,
+                   help="estimate da/dt and e_tr with the Gaussian model's error at the same "
+                        "paths as control variates (closed-form means; smaller standard "
+                        "errors at early times)")
     g.add_argument("--exchangeable", action="store_true", default=S,
                    help="average every kernel over neuron permutations (needs a symmetric "
                         "initialization: all a_i(0) equal, equal off-diagonal C(0, 0))")
@@ -108,7 +113,8 @@ def check_flags(args, command: str = "solve") -> None:
         no([f for f, k in (("--tol", "tol"), ("--max-iter", "max_iter"), ("--batch", "batch"))
             if hasattr(args, k)], "only --method fixed-point iterates")
     for name, default in (("draws", DRAWS), ("seed", SEED), ("groups", GROUPS),
-                          ("antithetic", False), ("exchangeable", False), ("tol", TOL),
+                          ("antithetic", False), ("exchangeable", False),
+                          ("control_variates", False), ("tol", TOL),
                           ("max_iter", MAX_ITER), ("batch", None)):
         if not hasattr(args, name):
             setattr(args, name, default)
@@ -165,7 +171,8 @@ def model_from_args(args):
         model = nongaussian_dmft(h_spec, phi, h=h, target=tgt, k=k, tau=args.tau, a=a, C=C,
                                  v=v, alpha=args.alpha, draws=args.draws, key=args.seed,
                                  groups=args.groups, freeze_a=args.freeze_a,
-                                 antithetic=args.antithetic, exchangeable=args.exchangeable)
+                                 antithetic=args.antithetic, exchangeable=args.exchangeable,
+                                 control_variates=args.control_variates)
     except ValueError as err:
         text = _flag_names(str(err))
         where = "--init: " if getattr(args, "init", None) and "--" not in text else ""

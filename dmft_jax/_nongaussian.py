@@ -85,8 +85,11 @@ class NonGaussianDMFT(AbstractModel):
     (xi, r0, eps) -> -(xi, r0, eps), spec 7.8); `exchangeable` (bool array: under a symmetric
     initialization, average every kernel over neuron permutations, i.e. project matrices on
     D I + O (J - I) and neuron vectors on their mean, spec 4.7 and 7.8; exact in expectation,
-    it only removes noise); `rtol`: relative cutoff of the least-squares solve of the path
-    extension. `antithetic` and `exchangeable` are traced: switching them does not recompile.
+    it only removes noise); `control_variates` (bool array: estimate da/dt (K.1) and e_tr with
+    the Gaussian model's error at the same paths as control variates, whose means are known in
+    closed form, spec 7.8; see `_controls`); `rtol`: relative cutoff of the least-squares
+    solve of the path extension. `antithetic`, `exchangeable` and `control_variates` are
+    traced: switching them does not recompile.
     """
 
     sigma: Callable
@@ -104,6 +107,7 @@ class NonGaussianDMFT(AbstractModel):
     freeze_a: bool = eqx.field(static=True, default=False)
     antithetic: Array = False
     exchangeable: Array = False
+    control_variates: Array = False
     rtol: float = eqx.field(static=True, default=1e-7)
 
     @property
@@ -238,8 +242,10 @@ class NonGaussianDMFT(AbstractModel):
         m_star = abar / m * jnp.mean(jnp.einsum("pij,pjc->pic", S_n, K_n)
                                      - g_n[:, :, None] * s["dphi"][:, None, :], axis=0)  # K.7
         c_e = abar * jnp.einsum("pi,pjl->ijl", F_n, F_hist) / P                   # K.8'
+        e_g, fit_g, mu_e, mu_fit = self._controls(n, s, xi_n, a_n)
+        on = self.control_variates
         d_a = (jnp.zeros_like(a_n) if self.freeze_a
-               else abar / m * jnp.mean(E_n[:, None] * sig, axis=0))               # K.1
+               else abar / m * _cv_mean(E_n[:, None] * sig, fit_g, mu_fit, on))    # K.1
         kernels = Kernels(delta=m_delta, memory=memory, memory_jump=jump, noise=-m * c_e,
                           force=-m_star, d_a=d_a)
         sym = Kernels(*[_symmetrize(x, name in ("delta", "memory", "memory_jump", "noise"))
@@ -247,8 +253,27 @@ class NonGaussianDMFT(AbstractModel):
         kernels = jax.tree_util.tree_map(lambda x, y: jnp.where(self.exchangeable, y, x),
                                          kernels, sym)
         s = dict(s, nu_k2=s["nu_k2"].at[:, n].set(abar * jnp.mean(F_n * r_n, axis=0)),  # K.2
-                 e_tr=s["e_tr"].at[n].set(0.5 * jnp.mean(E_n**2)))
+                 e_tr=s["e_tr"].at[n].set(_cv_mean(0.5 * E_n**2, e_g, mu_e, on)))
         return s, kernels
+
+    def _controls(self, n, s, xi_n, a_n):
+        """Control variates with closed-form Gaussian means (spec 7.8) for row n: the Gaussian
+        model's error E_G = y - (1/m) a.sigma(x) at the paths standardized under their sampled
+        law, x_i = xi_i / sqrt(c_ii) with c the realized covariance of xi[n] (the factor's row
+        times its transpose plus v v^T, so the means below are exact even where the clipping
+        of spec 7.5 moved c_ii off 1): E[E_G^2 / 2] is the test error [4.6] at (a, v_i /
+        sqrt(c_ii), c_ij / sqrt(c_ii c_jj)), and E[E_G sigma(x_i)] = phihat(v_i / sqrt(c_ii))
+        - (1/m) sum_j a_j h(c_ij / sqrt(c_ii c_jj)). Returns the per-draw controls
+        (E_G^2 / 2, E_G sigma(x)) and their means."""
+        m = self.m
+        row, v_n = s["Lf"][:, :, n, :], s["v"][..., n]
+        c = jnp.einsum("ijl,kjl->ik", row, row) + v_n @ v_n.T
+        sd = jnp.sqrt(jnp.maximum(jnp.diagonal(c), jnp.finfo(c.dtype).tiny))
+        rho, v_hat = c / (sd[:, None] * sd[None, :]), v_n / sd[:, None]
+        sig = self.sigma(xi_n / sd)
+        e_g = s["y"] - sig @ a_n / m
+        mu_fit = self.target.phihat(v_hat) - self.h(rho) @ a_n / m
+        return 0.5 * e_g**2, e_g[:, None] * sig, self.test_error(a_n, v_hat, rho), mu_fit
 
     def _row1(self, n, s, wts: RowWeights):
         s, xi_n = self._extend_paths(n, s)
@@ -335,6 +360,17 @@ class NonGaussianDMFT(AbstractModel):
             return jnp.concatenate([r, jnp.full(r.shape[:-1] + (1,), jnp.nan, r.dtype)], -1)
 
         return dict(C0=jnp.moveaxis(rate(C) - i1, -1, 1), v=jnp.moveaxis(rate(v) - i2, -1, 1))
+
+
+def _cv_mean(f, g, mu, on):
+    """The draw mean of f (P, ...), with the control g (same shape, exact mean mu) when `on`:
+    mean(f) - beta (mean(g) - mu), beta = Cov(f, g) / Var(g) per entry from the same draws
+    (the regression estimator; its bias is O(1/P))."""
+    mf, mg = jnp.mean(f, axis=0), jnp.mean(g, axis=0)
+    cov = jnp.mean((f - mf) * (g - mg), axis=0)
+    var = jnp.mean((g - mg) ** 2, axis=0)
+    beta = jnp.where(var > 0, cov / jnp.where(var > 0, var, 1.0), 0.0)
+    return jnp.where(on, mf - beta * (mg - mu), mf)
 
 
 def aggregates(s, dt) -> dict:
@@ -535,7 +571,7 @@ def _check_fn(name, fn, shape_in, shape_out):
 def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alpha_bar=None,
                      draws: int, key, groups: int = 8, h=None, target: Target | None = None,
                      k: int | None = None, freeze_a: bool = False, antithetic: bool = False,
-                     exchangeable: bool = False,
+                     exchangeable: bool = False, control_variates: bool = False,
                      rtol: float = 1e-7) -> NonGaussianDMFT:
     """The non-Gaussian DMFT (spec nongaussian.md) from a deterministic initialization, validated.
 
@@ -556,7 +592,8 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
     - `draws`: total number of Monte Carlo draws, split into `groups` replicas (>= 2) for the
       standard errors; `draws` must be a multiple of `groups` (of 2 `groups` if
       `antithetic`). `key`: `jax.random.key`/`PRNGKey` or an integer seed.
-    - `freeze_a`: keep a(t) = a(0) (drop K.1). `antithetic`, `exchangeable`, `rtol`: see
+    - `freeze_a`: keep a(t) = a(0) (drop K.1). `antithetic`, `exchangeable`,
+      `control_variates`, `rtol`: see
       `NonGaussianDMFT`; `exchangeable` needs a symmetric initialization (all a_i(0) equal,
       C(0, 0) = D I + O (J - I), all v_i(0) equal).
     """
@@ -630,6 +667,7 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
         a0=jnp.asarray(a, dtype), c0=jnp.asarray(C0, dtype), v0=jnp.asarray(v0, dtype),
         key=_key(key), draws=draws // groups, groups=groups, freeze_a=bool(freeze_a),
         antithetic=jnp.asarray(bool(antithetic)), exchangeable=jnp.asarray(bool(exchangeable)),
+        control_variates=jnp.asarray(bool(control_variates)),
         rtol=float(rtol))
 
 

@@ -278,3 +278,25 @@ def test_unstable_draws_fail_the_solve():
     assert float(bad.divergence_time) <= float(bad.t[first])
     good = quadratic()
     assert good.result == dj.RESULTS.successful and float(good.unstable_draws) == 0
+
+
+def test_control_variates():
+    """Control variates (spec 7.8: the Gaussian model's error at the same paths, closed-form
+    means; a traced flag, the same compilation) shrink the standard errors of e_tr and a at
+    early times, where r ~ xi, and keep the exact linear-sigma identity up to the sampling
+    bias of the clipped Euler covariance (spec 7.5), which the plain estimator's noise hides:
+    measured 0.0022 in e_tr and a at dt = 0.1 with e_tr's standard error 3e-4 (15x smaller
+    than without)."""
+    cv = _ng(_linear_case(True), control_variates=True)
+    plain, gauss = linear(True)
+    assert cv.result == dj.RESULTS.successful
+    for name in OBSERVABLES + ("v",):
+        x, g = np.asarray(getattr(cv, name)), np.asarray(getattr(gauss, name))
+        se = np.asarray(getattr(cv, name + "_se"))
+        assert np.all(np.abs(x - g) <= 4.5 * se + 0.003), (name, np.max(np.abs(x - g)))
+    _assert_within_error(cv, plain)                        # same draws, other estimator
+    early = slice(1, 6)                                    # 0 < t <= 0.5
+    for name in ("e_tr_se", "a_se"):
+        ratio = (np.mean(np.asarray(getattr(cv, name))[early])
+                 / np.mean(np.asarray(getattr(plain, name))[early]))
+        assert ratio < 0.7, (name, ratio)
