@@ -178,7 +178,8 @@ class NonGaussianDMFT(AbstractModel):
             J=jnp.zeros((P, m, m, size, size), dtype),
         )
         s = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (G,) + x.shape), one)
-        return dict(s, **self.draws_of(size))
+        # replicas are independent: with several devices each holds some of them
+        return shard_draws(dict(s, **self.draws_of(size)))
 
     def time_axes(self):
         two = ("C", "R", "Lf", "J")
@@ -360,6 +361,28 @@ class NonGaussianDMFT(AbstractModel):
             return jnp.concatenate([r, jnp.full(r.shape[:-1] + (1,), jnp.nan, r.dtype)], -1)
 
         return dict(C0=jnp.moveaxis(rate(C) - i1, -1, 1), v=jnp.moveaxis(rate(v) - i2, -1, 1))
+
+
+def shard_draws(tree, axis: int = 0):
+    """Split `axis` of every array of `tree` across all devices when there are several (and
+    the axis divides evenly): the Monte Carlo draws (or replicas) run in parallel, XLA
+    inserting the reductions of their averages. Identity on one device. The mesh uses
+    `AxisType.Auto` (the default explicit axes reject unsharded buffers that receive sharded
+    rows inside the loop; engineering notes)."""
+    n = jax.device_count()
+    if n < 2:
+        return tree
+    mesh = jax.make_mesh((n,), ("draws",), axis_types=(jax.sharding.AxisType.Auto,))
+
+    def one(x):
+        if x.ndim <= axis or x.shape[axis] % n:
+            return x
+        spec = [None] * x.ndim
+        spec[axis] = "draws"
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+        return jax.lax.with_sharding_constraint(x, sharding)
+
+    return jax.tree_util.tree_map(one, tree)
 
 
 def _cv_mean(f, g, mu, on):

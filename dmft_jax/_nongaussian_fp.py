@@ -38,7 +38,14 @@ from ._algebra import General
 from ._dmft import DMFT, Kernels, weight_row, weight_terms, weight_write
 from ._grid import TimeGrid
 from ._integrate import AbstractModel, _finish, _fixed, chunk_bounds
-from ._nongaussian import NonGaussianDMFT, NonGaussianSolution, aggregates, factor_row, path_row
+from ._nongaussian import (
+    NonGaussianDMFT,
+    NonGaussianSolution,
+    aggregates,
+    factor_row,
+    path_row,
+    shard_draws,
+)
 from ._results import RESULTS
 from ._stepper import Euler, Row, RowWeights
 
@@ -68,13 +75,14 @@ class _Sweep(AbstractModel):
         m, k, dtype = self.core.m, self.core.k, self.core.dtype
         B = self.draws["y"].shape[0]
         zeros = jnp.zeros
-        return dict(
-            self.fixed, **self.draws,
+        per_draw = shard_draws(dict(   # a batch's draws split across devices, when several
+            self.draws,
             xi=zeros((B, m, size), dtype), F=zeros((B, m, size), dtype),
             g=zeros((B, m, size), dtype), E=zeros((B, size), dtype),
             lam=zeros((B, size), dtype), S=zeros((B, m, m, size), dtype),
-            K=zeros((B, m, k, size), dtype), J=zeros((B, m, m, size, size), dtype),
-            e_tr=zeros((size,), dtype), nu_k2=zeros((m, size), dtype),
+            K=zeros((B, m, k, size), dtype), J=zeros((B, m, m, size, size), dtype)))
+        return dict(
+            self.fixed, **per_draw, e_tr=zeros((size,), dtype), nu_k2=zeros((m, size), dtype),
             k_delta=zeros((m, m, size), dtype), k_memory=zeros((m, m, size, size), dtype),
             k_jump=zeros((m, m, size), dtype), k_noise=zeros((m, m, size, size), dtype),
             k_force=zeros((m, k, size), dtype), k_da=zeros((m, size), dtype))
