@@ -120,7 +120,7 @@ def check_flags(args, command: str = "solve") -> None:
             setattr(args, name, default)
     if command == "solve":
         args.dt = 0.05 if args.dt is None else args.dt
-        args.steps = 200 if args.steps is None else args.steps
+        args.steps = 40 if args.steps is None else args.steps   # t = 2: the per-draw J is O(N^2)
 
 
 # --------------------------------------------------------------------------------- the model
