@@ -346,6 +346,15 @@ def nongaussian_fixed_point(model: NonGaussianDMFT, grid: TimeGrid, *, tol: floa
     Returns a `NonGaussianSolution` with `iterations` (groups,) (map evaluations per replica)
     and `residuals` (groups, max_iter) (the window residual after each, NaN beyond).
     """
+    return _solve(model, grid, *prepare(model, grid, tol=tol, max_iter=max_iter, damping=damping,
+                                        anderson=anderson, window=window, batch=batch),
+                  bool(throw))
+
+
+def prepare(model, grid, *, tol, max_iter, damping, anderson, window, batch):
+    """Validate the options of `nongaussian_fixed_point` (ValueError) and return the arguments
+    (options, batch) of the compiled solve `_solve(model, grid, options, batch, throw)` (the
+    command line compiles it separately to time the run alone)."""
     if not isinstance(model, NonGaussianDMFT):
         raise ValueError(f"model must be a dj.NonGaussianDMFT, got {type(model).__name__}")
     if not isinstance(grid, TimeGrid):
@@ -366,4 +375,4 @@ def nongaussian_fixed_point(model: NonGaussianDMFT, grid: TimeGrid, *, tol: floa
         raise ValueError(f"batch must divide the draws per replica ({model.draws}), got {batch}")
     opt = _Options(tol=jnp.asarray(tol, model.dtype), damping=jnp.asarray(damping, model.dtype),
                    max_iter=int(max_iter), anderson=int(anderson), window=int(window))
-    return _solve(model, grid, opt, int(batch), bool(throw))
+    return opt, int(batch)

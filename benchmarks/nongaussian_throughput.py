@@ -1,0 +1,102 @@
+"""Throughput and memory of the non-Gaussian DMFT (issue 10: "m = 8, 100 time steps, 10^4 draws
+in <= 5 minutes on the 2-core CPU; report the memory"; "10^4 draws at m = 16 and 100 time steps
+fit in a few GB").
+
+Fig. 4 setting (h = phihat = 0.9 q + q^3/6, tau = 0.3, alpha = 0.3, a_i(0) = 1), dt = 0.02,
+100 steps (t = 2), 8 replicas. Every configuration runs `dmft-jax solve --theory nongaussian`
+in its own process: run time and compile time from its JSON summary, peak resident memory
+from the operating system (`os.wait4`). Configurations (`--configs`, each
+`method:m:draws[:batch[:max_iter]]`): by default the causal pass and the fixed-point iteration
+at m = 8 for a range of draws (the time per draw, to extrapolate to 10^4), and the fixed-point
+iteration at m = 16 with two draw counts (its memory does not grow with the draws).
+
+Usage: python benchmarks/nongaussian_throughput.py [--configs pass:8:1000 fixed-point:8:1000:250]
+Writes the section `throughput` of benchmarks/results/nongaussian.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _report import replace_section  # noqa: E402
+
+DEFAULT = ["pass:8:500", "pass:8:1000", "pass:8:2000",
+           "fixed-point:8:1000:125", "fixed-point:8:2000:250",
+           "fixed-point:16:400:50:1", "fixed-point:16:800:50:1"]
+
+
+def run(method, m, draws, batch, max_iter, steps, dt, tmp):
+    init = os.path.join(tmp, f"init{m}.npz")
+    import numpy as np
+    np.savez(init, a=np.ones(m), C=np.eye(m))
+    cmd = [sys.executable, "-m", "dmft_jax", "solve", "--theory", "nongaussian",
+           "--h", "0,0.9,0,0.16666666666666666", "--target", "same", "--tau", "0.3",
+           "--alpha", "0.3", "--init", init, "--dt", str(dt), "--steps", str(steps),
+           "--draws", str(draws), "--groups", "8", "--method", method, "--json"]
+    if method == "fixed-point":
+        cmd += ["--batch", str(batch), "--max-iter", str(max_iter)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = proc.stdout.read(), proc.stderr.read()
+    lines = out.strip().splitlines()
+    summary = json.loads(lines[-1]) if lines else {}
+    return dict(method=method, m=m, draws=draws, batch=batch, max_iter=max_iter,
+                code=os.waitstatus_to_exitcode(status), wall=wall,
+                peak_gb=usage.ru_maxrss / 1e6, summary=summary, err=err.strip()[-300:])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--configs", nargs="+", default=DEFAULT)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--dt", type=float, default=0.02)
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                 "nongaussian.md"))
+    args = p.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for cfg in args.configs:
+            parts = cfg.split(":")
+            method, m, draws = parts[0], int(parts[1]), int(parts[2])
+            batch = int(parts[3]) if len(parts) > 3 else 0
+            max_iter = int(parts[4]) if len(parts) > 4 else 50
+            r = run(method, m, draws, batch, max_iter, args.steps, args.dt, tmp)
+            rows.append(r)
+            s = r["summary"]
+            print(f"{cfg}: exit {r['code']}, run {s.get('wall_time_s')} s, compile "
+                  f"{s.get('compile_time_s')} s, iterations {s.get('iterations')}, peak "
+                  f"{r['peak_gb']:.2f} GB {r['err'][-200:] if r['code'] else ''}", flush=True)
+    lines = ["## Throughput and memory", "",
+             f"Written by `benchmarks/nongaussian_throughput.py` on {platform.node()} "
+             f"({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d')}. Fig. 4 setting, "
+             f"{args.steps} steps of dt = {args.dt:g}, 8 replicas; each run is its own "
+             "`dmft-jax solve --theory nongaussian` process (run time excludes compilation; "
+             "peak = the process's maximum resident memory).", "",
+             "| method | m | draws | batch | iterations | exit | run (s) | compile (s) | "
+             "run per 1000 draws and iteration (s) | peak memory (GB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["summary"]
+        its = s.get("iterations") or (1 if r["method"] == "pass" else None)
+        run_s = s.get("wall_time_s")
+        per = (run_s / its / (r["draws"] / 1000)) if (run_s and its) else None
+        lines.append(f"| {r['method']} | {r['m']} | {r['draws']} | {r['batch'] or '-'} | "
+                     f"{its} | {r['code']} | {run_s} | {s.get('compile_time_s')} | "
+                     f"{'' if per is None else f'{per:.1f}'} | {r['peak_gb']:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    replace_section(args.out, "nongaussian", "throughput", text, "")
+
+
+if __name__ == "__main__":
+    main()
