@@ -16,14 +16,20 @@ the largest d), with combined standard errors, and a log-log fit of |Gaussian - 
 against m. Writes the section `study` of benchmarks/results/nongaussian.md and the figure
 benchmarks/figures/nongaussian_study.png.
 
+Each width's results are kept in `--cache` (default benchmarks/results/nongaussian_study.pkl,
+not in git):
+a later run with other `--ms` adds to them (per-width settings are recorded), and the report
+covers every cached width.
+
 Usage: python benchmarks/nongaussian_study.py [--ms 4 8 16 32] [--ds 1000 2000] [--seeds 20]
-       [--draws 8000] [--dt 0.1] [--dt-gauss 0.01]
+       [--draws 8000] [--dt 0.1] [--dt-gauss 0.01] [--cache FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -61,9 +67,13 @@ def main(argv=None):
     p.add_argument("--dt", type=float, default=0.1)
     p.add_argument("--dt-gauss", type=float, default=0.01)
     p.add_argument("--out", default=os.path.join(HERE, "results", "nongaussian.md"))
+    p.add_argument("--cache", default=os.path.join(HERE, "results", "nongaussian_study.pkl"))
     args = p.parse_args(argv)
     setting = SETTINGS["fig4"]
     res, timing = {}, {}
+    if os.path.exists(args.cache):
+        with open(args.cache, "rb") as f:
+            res, timing = pickle.load(f)
     with tempfile.TemporaryDirectory() as tmp:
         for m in args.ms:
             t0 = time.perf_counter()
@@ -75,31 +85,44 @@ def main(argv=None):
             if fp:
                 extra += ["--method", "fixed-point", "--batch", "250"]
             ng, timing[(m, "nongaussian")] = solve(setting, m, args.dt, extra, tmp, "ng")
-            res[m] = dict(nets=nets, g=g, ng=ng, fp=fp)
+            keep = ("t", "e_tr", "e_ts", "e_tr_se", "e_ts_se")
+            g = {k: g[k] for k in keep if k in g}
+            ng = {k: ng[k] for k in keep}
+            res[m] = dict(nets=nets, g=g, ng=ng, fp=fp, ds=list(args.ds), seeds=args.seeds,
+                          draws=args.draws, dt=args.dt, dt_gauss=args.dt_gauss)
+            with open(args.cache, "wb") as f:
+                pickle.dump((res, timing), f)
             print(f"m = {m} done: " + ", ".join(f"{k[1]} {v:.0f} s" for k, v in timing.items()
                                                   if k[0] == m), flush=True)
-    d_max = max(args.ds)
+    res = dict(sorted(res.items()))
+    ds = sorted({d for r in res.values() for d in r["ds"]})
     lines = ["## Study: the Gaussian DMFT's error against m, and the non-Gaussian DMFT", "",
-             f"Fig. 4 setting, networks at d = {', '.join(map(str, args.ds))} ({args.seeds} "
-             f"seeds each, GD dt = 0.01); Gaussian DMFT Euler dt = {args.dt_gauss:g}; "
-             f"non-Gaussian DMFT Euler dt = {args.dt:g}, {args.draws} draws (fixed-point "
-             "method with batches of 250 draws from m = 16). Cells: value (se).", ""]
+             "Fig. 4 setting; networks under full-batch projected GD (dt = 0.01) at the d "
+             "listed; per width: " + "; ".join(
+                 f"m = {m}: d = {', '.join(map(str, r['ds']))} x {r['seeds']} seeds, Gaussian "
+                 f"DMFT Euler dt = {r['dt_gauss']:g}, non-Gaussian DMFT Euler dt = {r['dt']:g} "
+                 f"with {r['draws']} draws ({'fixed-point method, batches of 250' if r['fp'] else 'causal pass'})"
+                 for m, r in res.items())
+             + ". Differences are taken to the networks at the largest d of each width. "
+             "Cells: value (se).", ""]
     fits = {}
     for name in NAMES:
         for t in TIMES:
             lines += [f"**{name}(t = {t:g})**", "",
-                      "| m | " + " | ".join(f"networks d = {d}" for d in args.ds)
+                      "| m | " + " | ".join(f"networks d = {d}" for d in ds)
                       + " | Gaussian | non-Gaussian | Gaussian - net | non-Gaussian - net |",
-                      "|---|" + "---|" * (len(args.ds) + 4)]
+                      "|---|" + "---|" * (len(ds) + 4)]
             gaps = []
             for m, r in res.items():
-                net = [r["nets"][d][name][TIMES.index(t) + 1] for d in args.ds]
-                x_net, s_net = r["nets"][d_max][name][TIMES.index(t) + 1]
+                net = [r["nets"][d][name][TIMES.index(t) + 1] if d in r["nets"] else None
+                       for d in ds]
+                x_net, s_net = r["nets"][max(r["ds"])][name][TIMES.index(t) + 1]
                 g = at(r["g"]["t"], r["g"][name], t)
                 ng = at(r["ng"]["t"], r["ng"][name], t)
                 s_ng = at(r["ng"]["t"], r["ng"][name + "_se"], t)
                 gaps.append((m, g - x_net, s_net))
-                lines.append(f"| {m} | " + " | ".join(f"{x:.4f} ({s:.4f})" for x, s in net)
+                lines.append(f"| {m} | " + " | ".join("" if c is None else f"{c[0]:.4f} ({c[1]:.4f})"
+                                                      for c in net)
                              + f" | {g:.4f} | {ng:.4f} ({s_ng:.4f}) | {g - x_net:+.4f} "
                              f"({s_net:.4f}) | {ng - x_net:+.4f} ({np.hypot(s_ng, s_net):.4f}) |")
             ms = np.array([m for m, _, _ in gaps], float)
@@ -113,10 +136,10 @@ def main(argv=None):
     text = "\n".join(lines)
     print(text)
     replace_section(args.out, "nongaussian", "study", text, "")
-    _figure(res, args, d_max)
+    _figure(res)
 
 
-def _figure(res, args, d_max):
+def _figure(res):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -128,18 +151,18 @@ def _figure(res, args, d_max):
             ax.plot(r["ng"]["t"], r["ng"][name], "-", color=c, lw=1.5, label=f"m = {m}")
             ax.fill_between(r["ng"]["t"], r["ng"][name] - r["ng"][name + "_se"],
                             r["ng"][name] + r["ng"][name + "_se"], color=c, alpha=0.2)
-            x = np.array([v for v, _ in r["nets"][d_max][name]])
-            s = np.array([v for _, v in r["nets"][d_max][name]])
+            x = np.array([v for v, _ in r["nets"][max(r["ds"])][name]])
+            s = np.array([v for _, v in r["nets"][max(r["ds"])][name]])
             ax.errorbar((0.5, 1.0, 2.0), x, yerr=s, fmt="o", color=c, ms=4)
     for ax, name in zip(axes[:2], NAMES):
         ax.set_xlabel("t")
-        ax.set_title(f"{name}: networks (dots, d = {d_max}), Gaussian (dashed), "
+        ax.set_title(f"{name}: networks (dots, largest d), Gaussian (dashed), "
                      "non-Gaussian (band)", fontsize=8)
     axes[0].legend(fontsize=8)
     ms = np.array(list(res), float)
     for name, mk in zip(NAMES, "os"):
         i = 3                                   # t = 2 in the networks' record (0, .5, 1, 2)
-        net = np.array([res[m]["nets"][d_max][name][i - 1][0] for m in res])
+        net = np.array([res[m]["nets"][max(res[m]["ds"])][name][i - 1][0] for m in res])
         g = np.array([at(res[m]["g"]["t"], res[m]["g"][name], 2.0) for m in res])
         ng = np.array([at(res[m]["ng"]["t"], res[m]["ng"][name], 2.0) for m in res])
         axes[2].loglog(ms, np.abs(g - net), mk + "--", label=f"|Gaussian - net| {name}")
