@@ -172,7 +172,10 @@ def model_from_args(args):
                                  v=v, alpha=args.alpha, draws=args.draws, key=args.seed,
                                  groups=args.groups, freeze_a=args.freeze_a,
                                  antithetic=args.antithetic, exchangeable=args.exchangeable,
-                                 control_variates=args.control_variates)
+                                 control_variates=args.control_variates,
+                                 # the causal pass runs an exchangeable weight side in the
+                                 # two-number algebra (the same result to round-off)
+                                 symmetric=args.exchangeable and args.method == "pass")
     except ValueError as err:
         text = _flag_names(str(err))
         where = "--init: " if getattr(args, "init", None) and "--" not in text else ""

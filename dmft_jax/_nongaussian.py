@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ._algebra import General
+from ._algebra import General, Symmetric
 from ._checks import check_kernel, check_scalar, concrete, target_or_noise
 from ._covariance import AbstractKernel, Activation, Target, activation, covariance
 from ._dmft import Kernels, check_initialization, weight_row, weight_terms, weight_write
@@ -88,8 +88,11 @@ class NonGaussianDMFT(AbstractModel):
     it only removes noise); `control_variates` (bool array: estimate da/dt (K.1) and e_tr with
     the Gaussian model's error at the same paths as control variates, whose means are known in
     closed form, spec 7.8; see `_controls`); `rtol`: relative cutoff of the least-squares
-    solve of the path extension. `antithetic`, `exchangeable` and `control_variates` are
-    traced: switching them does not recompile.
+    solve of the path extension; `symmetric` (static): the weight side in the `Symmetric(m)`
+    algebra (the pair D, O of spec section 5) under a symmetric initialization, with the
+    exchangeable kernels as pairs; the sample side always works with m x m matrices
+    (`general_view`). `antithetic`, `exchangeable` and `control_variates` are traced:
+    switching them does not recompile.
     """
 
     sigma: Callable
@@ -108,6 +111,7 @@ class NonGaussianDMFT(AbstractModel):
     antithetic: Array = False
     exchangeable: Array = False
     control_variates: Array = False
+    symmetric: bool = eqx.field(static=True, default=False)
     rtol: float = eqx.field(static=True, default=1e-7)
 
     @property
@@ -119,8 +123,50 @@ class NonGaussianDMFT(AbstractModel):
         return self.target.k
 
     @property
-    def algebra(self) -> General:
-        return General(self.m)
+    def algebra(self):
+        """The weight side's neuron algebra: `Symmetric(m)` (the pair D, O) when `symmetric`,
+        else `General(m)`. The sample side always works with m x m matrices."""
+        return Symmetric(self.m) if self.symmetric else General(self.m)
+
+    def _weights0(self):
+        """a(0), C(0, 0), v(0) in the weight side's algebra."""
+        if not self.symmetric:
+            return self.a0, self.c0, self.v0
+        off = self.c0[0, 1] if self.m > 1 else jnp.zeros((), self.c0.dtype)
+        return self.a0[0], jnp.stack([self.c0[0, 0], off]), self.v0[0]
+
+    def general_view(self, s):
+        """The weight-side buffers a, v, C, R, nu of one replica as m x m matrices and neuron
+        vectors (identity under `General`; D I + O (J - I) and broadcasts under `Symmetric`)."""
+        if not self.symmetric:
+            return s
+        m = self.m
+
+        def dense(hist):
+            x = jnp.stack(hist)
+            eye = jnp.eye(m, dtype=x.dtype).reshape((m, m) + (1,) * (x.ndim - 1))
+            return x[1] + (x[0] - x[1]) * eye
+
+        return dict(s, a=jnp.broadcast_to(s["a"], (m,) + s["a"].shape),
+                    v=jnp.broadcast_to(s["v"], (m,) + s["v"].shape),
+                    nu=jnp.broadcast_to(s["nu"], (m,) + s["nu"].shape),
+                    C=dense(s["C"]), R=dense(s["R"]))
+
+    def _pairs(self, kernels: Kernels) -> Kernels:
+        """Exchangeable kernels as (D, O) pairs and neuron means (the `Symmetric` algebra)."""
+        if not self.symmetric:
+            return kernels
+        m = self.m
+
+        def pair(x):
+            eye = jnp.eye(m, dtype=x.dtype).reshape((m, m) + (1,) * (x.ndim - 2))
+            d = jnp.sum(x * eye, axis=(0, 1)) / m
+            o = jnp.sum(x * (1 - eye), axis=(0, 1)) / max(m * (m - 1), 1)
+            return jnp.stack([d, o])
+
+        mats = ("delta", "memory", "memory_jump", "noise")
+        return Kernels(**{name: pair(x) if name in mats else jnp.mean(x, axis=0)
+                          for name, x in kernels._asdict().items()})
 
     @property
     def dtype(self):
@@ -155,13 +201,15 @@ class NonGaussianDMFT(AbstractModel):
         """Buffers with a leading replica axis (groups), and the draws (`draws_of`)."""
         G, P, m, k, dtype = self.groups, self.draws, self.m, self.k, self.dtype
         alg = self.algebra
+        a0, c0, v0 = self._weights0()
+        vec, mat = alg.vector_shape, alg.matrix_shape
         one = dict(
-            a=jnp.zeros((m, size), dtype).at[:, 0].set(self.a0),
-            v=jnp.zeros((m, k, size), dtype).at[..., 0].set(self.v0),
+            a=jnp.zeros(vec + (size,), dtype).at[..., 0].set(a0),
+            v=jnp.zeros(vec + (k, size), dtype).at[..., 0].set(v0),
             C=alg.history_set(alg.history_zeros(size, dtype), 0,
-                              jnp.zeros((m, m, size), dtype).at[..., 0].set(self.c0), True),
+                              jnp.zeros(mat + (size,), dtype).at[..., 0].set(c0), True),
             R=alg.history_zeros(size, dtype),
-            nu=jnp.zeros((m, size), dtype),
+            nu=jnp.zeros(vec + (size,), dtype),
             rho=jnp.zeros((size,), dtype),
             nu_k2=jnp.zeros((m, size), dtype),
             e_tr=jnp.zeros((size,), dtype),
@@ -277,8 +325,11 @@ class NonGaussianDMFT(AbstractModel):
         return 0.5 * e_g**2, e_g[:, None] * sig, self.test_error(a_n, v_hat, rho), mu_fit
 
     def _row1(self, n, s, wts: RowWeights):
-        s, xi_n = self._extend_paths(n, s)
-        s, kernels = self._sample_side(n, s, wts, xi_n)
+        view, xi_n = self._extend_paths(n, self.general_view(s))
+        view, kernels = self._sample_side(n, view, wts, xi_n)
+        weights = ("a", "v", "C", "R", "nu")         # kept in the weight side's algebra
+        s = {key: (s[key] if key in weights else view[key]) for key in view}
+        kernels = self._pairs(kernels)
         s, x = weight_terms(self.algebra, n, s, wts, kernels)             # W2-W5 (nu: W5)
         row = weight_row(self.algebra, n, s, wts, x)                      # W1-W4 rates
         return s, row._replace(stiff=None)
@@ -303,7 +354,8 @@ class NonGaussianDMFT(AbstractModel):
     def solution(self, s, ts, records=None) -> "NonGaussianSolution":
         del records
         dt = jnp.concatenate([jnp.diff(ts), jnp.zeros((1,), ts.dtype)])
-        return self.solution_from(s, jax.vmap(lambda st: aggregates(st, dt))(s), ts)
+        return self.solution_from(jax.vmap(self.general_view)(s),
+                                  jax.vmap(lambda st: aggregates(st, dt))(s), ts)
 
     def solution_from(self, s, agg: dict, ts, **extra) -> "NonGaussianSolution":
         """The solution from the replicas' weight-side buffers and row diagnostics `s` (a, v,
@@ -328,7 +380,7 @@ class NonGaussianDMFT(AbstractModel):
             C_t0=mean["C_t0"], C_tt=mean["C_tt"], t_stored=ts,
             C=jnp.mean(s["C"], axis=0), R=jnp.mean(s["R"], axis=0),
             C_A=-jnp.mean(agg["ee"], axis=0), R_A=jnp.full((size, size), jnp.nan, ts.dtype),
-            algebra=self.algebra,
+            algebra=General(self.m),
             a_se=se["a"], v_se=se["v"], nu_se=se["nu"], e_tr_se=se["e_tr"],
             e_ts_se=se["e_ts"], C_t0_se=se["C_t0"], C_tt_se=se["C_tt"],
             nu_k2=mean["nu_k2"], nu_k2_se=se["nu_k2"],
@@ -595,6 +647,7 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
                      draws: int, key, groups: int = 8, h=None, target: Target | None = None,
                      k: int | None = None, freeze_a: bool = False, antithetic: bool = False,
                      exchangeable: bool = False, control_variates: bool = False,
+                     symmetric: bool = False,
                      rtol: float = 1e-7) -> NonGaussianDMFT:
     """The non-Gaussian DMFT (spec nongaussian.md) from a deterministic initialization, validated.
 
@@ -615,6 +668,9 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
     - `draws`: total number of Monte Carlo draws, split into `groups` replicas (>= 2) for the
       standard errors; `draws` must be a multiple of `groups` (of 2 `groups` if
       `antithetic`). `key`: `jax.random.key`/`PRNGKey` or an integer seed.
+    - `symmetric`: run the weight side in the two-number algebra `Symmetric(m)` (needs a
+      symmetric initialization; the kernels are averaged over neuron permutations as with
+      `exchangeable`, and the result equals `exchangeable=True` up to round-off).
     - `freeze_a`: keep a(t) = a(0) (drop K.1). `antithetic`, `exchangeable`,
       `control_variates`, `rtol`: see
       `NonGaussianDMFT`; `exchangeable` needs a symmetric initialization (all a_i(0) equal,
@@ -677,10 +733,13 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
     if draws < unit or draws % unit:
         raise ValueError(f"draws must be a positive multiple of {unit} (groups"
                          f"{' x 2 for antithetic pairs' if antithetic else ''}), got {draws}")
-    if exchangeable and not (np.allclose(a, a[0]) and np.allclose(v0, v0[:1])
-                             and np.allclose(C0[~np.eye(m, dtype=bool)], C0[0, -1])):
-        raise ValueError("exchangeable=True needs a symmetric initialization: all a_i(0) equal, "
-                         "all v_i(0) equal and equal off-diagonal C_ij(0, 0)")
+    symmetric_init = (np.allclose(a, a[0]) and np.allclose(v0, v0[:1])
+                      and np.allclose(np.diag(C0), C0[0, 0])
+                      and np.allclose(C0[~np.eye(m, dtype=bool)], C0[0, -1]))
+    for name, flag in (("exchangeable", exchangeable), ("symmetric", symmetric)):
+        if flag and not symmetric_init:
+            raise ValueError(f"{name}=True needs a symmetric initialization: all a_i(0) equal, "
+                             "all v_i(0) equal and equal off-diagonal C_ij(0, 0)")
     if not 0 < rtol < 1:
         raise ValueError(f"rtol must be in (0, 1), got {rtol}")
     dtype = jnp.result_type(float)
@@ -690,7 +749,7 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
         a0=jnp.asarray(a, dtype), c0=jnp.asarray(C0, dtype), v0=jnp.asarray(v0, dtype),
         key=_key(key), draws=draws // groups, groups=groups, freeze_a=bool(freeze_a),
         antithetic=jnp.asarray(bool(antithetic)), exchangeable=jnp.asarray(bool(exchangeable)),
-        control_variates=jnp.asarray(bool(control_variates)),
+        control_variates=jnp.asarray(bool(control_variates)), symmetric=bool(symmetric),
         rtol=float(rtol))
 
 

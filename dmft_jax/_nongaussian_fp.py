@@ -359,6 +359,10 @@ def prepare(model, grid, *, tol, max_iter, damping, anderson, window, batch):
         raise ValueError(f"model must be a dj.NonGaussianDMFT, got {type(model).__name__}")
     if not isinstance(grid, TimeGrid):
         raise ValueError("the fixed-point iteration runs on a uniform dj.TimeGrid")
+    if model.symmetric:
+        raise ValueError("the fixed-point iteration runs the weight side in the general "
+                         "algebra: build the model with symmetric=False (exchangeable=True "
+                         "averages the kernels the same way)")
     if not (np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be positive and finite, got {tol}")
     if int(max_iter) != max_iter or max_iter < 1:

@@ -300,3 +300,26 @@ def test_control_variates():
         ratio = (np.mean(np.asarray(getattr(cv, name))[early])
                  / np.mean(np.asarray(getattr(plain, name))[early]))
         assert ratio < 0.7, (name, ratio)
+
+
+def test_symmetric_weight_side_equals_exchangeable():
+    """Under a symmetric initialization the weight side runs in the two-number algebra
+    Symmetric(m) (spec section 5; kernels as (D, O) pairs): the same solution as the general
+    weight side with exchangeable kernels, to round-off. It needs a symmetric initialization;
+    the fixed-point iteration refuses it."""
+    kw = dict(tau=TAU, a=[1.2, 1.2], alpha_bar=ABAR, draws=DRAWS, key=0, groups=GROUPS)
+    exch = dj.solve(dj.nongaussian_dmft(QUAD, ZERO_PHI, target=ZERO_TARGET, exchangeable=True,
+                                        **kw), GRID)
+    model = dj.nongaussian_dmft(QUAD, ZERO_PHI, target=ZERO_TARGET, symmetric=True, **kw)
+    assert isinstance(model.algebra, dj.Symmetric)
+    sym = dj.solve(model, GRID)
+    for name in ("a", "nu", "e_tr", "e_ts", "C_t0", "C", "R", "C_A", "e_tr_se", "clipped",
+                 "nu_k2"):
+        np.testing.assert_allclose(np.asarray(getattr(sym, name)),
+                                   np.asarray(getattr(exch, name)), rtol=0, atol=1e-12,
+                                   err_msg=name)
+    with pytest.raises(ValueError, match="symmetric initialization"):
+        dj.nongaussian_dmft(QUAD, ZERO_PHI, target=ZERO_TARGET, symmetric=True,
+                            **dict(kw, a=A0))
+    with pytest.raises(ValueError, match="general algebra"):
+        dj.nongaussian_fixed_point(model, GRID)
