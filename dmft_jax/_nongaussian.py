@@ -112,6 +112,8 @@ class NonGaussianDMFT(AbstractModel):
     exchangeable: Array = False
     control_variates: Array = False
     symmetric: bool = eqx.field(static=True, default=False)
+    implicit: bool = eqx.field(static=True, default=False)
+    newton: int = eqx.field(static=True, default=20)
     rtol: float = eqx.field(static=True, default=1e-7)
 
     @property
@@ -263,29 +265,67 @@ class NonGaussianDMFT(AbstractModel):
         linear in them, so batch means average to the full mean."""
         m, P = self.m, s["F"].shape[0]
         R_n, a_n, w = s["R"][:, :, n, :], s["a"][:, n], wts.w
-        r_n = xi_n + jnp.einsum("l,ijl,pjl->pi", w, R_n, s["F"])            # K.4
-        sig = self.sigma(r_n)
         d1 = _d1(self.sigma)
-        ds = d1(r_n)
-        dds = _d1(d1)(r_n)
-        E_n = s["y"] - sig @ a_n / m                                        # K.5
-        g_n = a_n * ds
-        F_n = g_n * E_n[:, None] / m
-        eye = jnp.eye(m, dtype=r_n.dtype)
-        S_n = (-(a_n * dds * E_n[:, None])[:, :, None] * eye
-               + g_n[:, :, None] * g_n[:, None, :] / m)                     # K.9
-        T = jnp.einsum("ijq,pjkq->pikq", R_n, s["S"])                       # R[n,q] S[q], q < n
+        eye = jnp.eye(m, dtype=xi_n.dtype)
+
+        def local(r):
+            """sigma, E, g, F, S of every draw at r (K.5, K.9)."""
+            sig = self.sigma(r)
+            E = s["y"] - sig @ a_n / m
+            g = a_n * d1(r)
+            S = (-(a_n * _d1(d1)(r) * E[:, None])[:, :, None] * eye
+                 + g[:, :, None] * g[:, None, :] / m)
+            return sig, E, g, g * E[:, None] / m, S
+
+        # the semi-implicit step (spec 7.6) takes the newest memory slot, l = n - 1 with
+        # R[n, n-1] = I, at the new point: r = b + c F(r), c = w_{n-1} R[n, n-1]
+        last = jnp.maximum(n - 1, 0)
+        c = jnp.where((n >= 1) & self.implicit, w[last], 0.0) * R_n[:, :, last]
+        w_old = jnp.where((jnp.arange(w.shape[0]) == last) & (n >= 1) & self.implicit, 0.0, w)
+        r_n = xi_n + jnp.einsum("l,ijl,pjl->pi", w_old, R_n, s["F"])         # K.4
+        b = r_n
+        if self.implicit:
+            r_n = b + s["F"][..., last] @ c.T              # the explicit value as a start
+            def resid(r):
+                return r - b - local(r)[3] @ c.T
+
+            for _ in range(self.newton):                   # Newton on r - b - c F(r) = 0,
+                _, _, _, F, S = local(r_n)                 # each draw taking the step length
+                jac = eye + jnp.einsum("ij,pjk->pik", c, S) / m   # (1, 1/2, ..., 1/16) that
+                step = jnp.linalg.solve(jac, (r_n - b - F @ c.T)[..., None])[..., 0]
+                trials = [r_n - step / 2.0**j for j in range(5)]  # most reduces the residual
+                norms = jnp.stack([jnp.sum(resid(x) ** 2, axis=-1) for x in trials])
+                norms = jnp.where(jnp.isfinite(norms), norms, jnp.inf)
+                best = jnp.argmin(norms, axis=0)
+                r_n = jnp.choose(best[:, None], trials, mode="clip")
+        sig, E_n, g_n, F_n, S_n = local(r_n)
+        # a draw whose Newton iteration did not converge counts as unstable (lambda = inf)
+        stuck = jnp.max(jnp.abs(r_n - b - F_n @ c.T), axis=-1) > 1e-8 * (
+            1.0 + jnp.max(jnp.abs(r_n), axis=-1))
+        # the responses (K.13, K.14) of the same discrete map: A_n dr[n] = (older slots), with
+        # A_n = I + c S_n / m (= I for the explicit step)
+        A_n = eye + jnp.einsum("ij,pjk->pik", c, S_n) / m
+        T = jnp.einsum("ijq,pjkq->pikq", R_n * (w_old > 0) if self.implicit else R_n,
+                       s["S"])                                              # R[n,q] S[q], q < n
         J_n = -(T + jnp.einsum("q,pijq,pjkql->pikl", w, T, s["J"])) / m      # K.13
         inner = (s["g"][:, :, None, :] * s["dphi"][:, None, :, None]
                  - jnp.einsum("pjql,pqcl->pjcl", s["S"], s["K"]))
-        K_n = jnp.einsum("l,ijl,pjcl->pic", w, R_n, inner) / m               # K.14
+        K_n = (jnp.einsum("l,ijl,pjcl->pic", w_old, R_n, inner)
+               + jnp.einsum("ij,pj,pc->pic", c, g_n, s["dphi"])) / m          # K.14
+        if self.implicit:
+            J_n = jnp.linalg.solve(A_n, J_n.reshape(P, m, -1)).reshape(J_n.shape)
+            K_n = jnp.linalg.solve(A_n, K_n)
         F_hist = s["F"].at[..., n].set(F_n)
         lam = jnp.linalg.eigvalsh(S_n)[:, -1] / m     # per-draw stiffness lambda_max(S) / m
+        lam = jnp.where(stuck & self.implicit, jnp.inf, lam)
         s = dict(s, F=F_hist, g=s["g"].at[..., n].set(g_n), E=s["E"].at[:, n].set(E_n),
                  S=s["S"].at[..., n].set(S_n), K=s["K"].at[..., n].set(K_n),
                  J=s["J"].at[:, :, :, n, :].set(J_n), lam=s["lam"].at[:, n].set(lam))
         abar = self.alpha_bar
-        m_delta = abar * jnp.mean(S_n, axis=0)                                     # K.6
+        # K.6: M^delta = alpha_bar Mean[S dr[n]/dxi[n]]; dr[n]/dxi[n] = A_n^{-1} (I explicitly)
+        resp = (jnp.swapaxes(jnp.linalg.solve(jnp.swapaxes(A_n, 1, 2), S_n), 1, 2)
+                if self.implicit else S_n)
+        m_delta = abar * jnp.mean(resp, axis=0)
         memory = abar * jnp.einsum("pij,pjkl->ikl", S_n, J_n) / P
         jump = -abar * jnp.einsum("pij,pjk->ik", S_n, S_n) / (P * m)  # M(t, t^-): J(t^+,t) = -S/m
         m_star = abar / m * jnp.mean(jnp.einsum("pij,pjc->pic", S_n, K_n)
@@ -355,7 +395,8 @@ class NonGaussianDMFT(AbstractModel):
         del records
         dt = jnp.concatenate([jnp.diff(ts), jnp.zeros((1,), ts.dtype)])
         return self.solution_from(jax.vmap(self.general_view)(s),
-                                  jax.vmap(lambda st: aggregates(st, dt))(s), ts)
+                                  jax.vmap(lambda st: aggregates(st, dt, not self.implicit))(s),
+                                  ts)
 
     def solution_from(self, s, agg: dict, ts, **extra) -> "NonGaussianSolution":
         """The solution from the replicas' weight-side buffers and row diagnostics `s` (a, v,
@@ -448,7 +489,7 @@ def _cv_mean(f, g, mu, on):
     return jnp.where(on, mf - beta * (mg - mu), mf)
 
 
-def aggregates(s, dt) -> dict:
+def aggregates(s, dt, explicit: bool = True) -> dict:
     """Draw averages of one replica's (or batch's) per-draw histories that the solution needs
     besides the row diagnostics: Mean[E(t) E(s)] (`ee`, (L, L)), Mean[F_i(t) xi_j(0)]
     (`f_xi0`, (m, m, L)), Mean[F_i(t) r0] (`f_r0`, (m, k, L)), the fraction of draws with
@@ -461,6 +502,8 @@ def aggregates(s, dt) -> dict:
     P = s["F"].shape[0]
     over = ~(s["lam"] * dt <= 2.0)          # a non-finite lambda counts as unstable
     twice = over & jnp.concatenate([jnp.zeros_like(over[:, :1]), over[:, :-1]], axis=1)
+    if not explicit:         # the semi-implicit step has no such bound: only failed Newton solves
+        twice = ~jnp.isfinite(s["lam"])
     return dict(unstable=jnp.mean(twice, axis=0),
                 unstable_draws=jnp.mean(jnp.any(twice, axis=1)),
                 ee=jnp.einsum("pn,pl->nl", s["E"], s["E"]) / P,
@@ -647,7 +690,7 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
                      draws: int, key, groups: int = 8, h=None, target: Target | None = None,
                      k: int | None = None, freeze_a: bool = False, antithetic: bool = False,
                      exchangeable: bool = False, control_variates: bool = False,
-                     symmetric: bool = False,
+                     symmetric: bool = False, implicit: bool = False, newton: int = 20,
                      rtol: float = 1e-7) -> NonGaussianDMFT:
     """The non-Gaussian DMFT (spec nongaussian.md) from a deterministic initialization, validated.
 
@@ -668,6 +711,11 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
     - `draws`: total number of Monte Carlo draws, split into `groups` replicas (>= 2) for the
       standard errors; `draws` must be a multiple of `groups` (of 2 `groups` if
       `antithetic`). `key`: `jax.random.key`/`PRNGKey` or an integer seed.
+    - `implicit`: the semi-implicit per-draw step of spec 7.6 (the newest memory slot taken
+      at the new point, `newton` Newton steps per row; the responses J, K and M^delta follow
+      the same discrete map), not bound by the draws' stiffness; first order like the
+      explicit step, from which it differs at O(dt). A draw whose Newton iteration has not
+      converged (relative residual > 1e-8) counts as unstable and fails the solve.
     - `symmetric`: run the weight side in the two-number algebra `Symmetric(m)` (needs a
       symmetric initialization; the kernels are averaged over neuron permutations as with
       `exchangeable`, and the result equals `exchangeable=True` up to round-off).
@@ -740,6 +788,8 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
         if flag and not symmetric_init:
             raise ValueError(f"{name}=True needs a symmetric initialization: all a_i(0) equal, "
                              "all v_i(0) equal and equal off-diagonal C_ij(0, 0)")
+    if int(newton) != newton or newton < 1:
+        raise ValueError(f"newton must be a positive integer, got {newton}")
     if not 0 < rtol < 1:
         raise ValueError(f"rtol must be in (0, 1), got {rtol}")
     dtype = jnp.result_type(float)
@@ -750,6 +800,7 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
         key=_key(key), draws=draws // groups, groups=groups, freeze_a=bool(freeze_a),
         antithetic=jnp.asarray(bool(antithetic)), exchangeable=jnp.asarray(bool(exchangeable)),
         control_variates=jnp.asarray(bool(control_variates)), symmetric=bool(symmetric),
+        implicit=bool(implicit), newton=int(newton),
         rtol=float(rtol))
 
 

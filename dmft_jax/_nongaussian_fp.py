@@ -187,7 +187,8 @@ def _map(core: NonGaussianDMFT, grid: TimeGrid, x: dict, draws: dict):
 
     def batch(d):
         s = _fixed(_Sweep(core=core, fixed=fixed, draws=d), grid, Euler(), False, "", None)
-        return ({key: s[key] for key in _KERNELS + ("e_tr", "nu_k2")}, aggregates(s, dt))
+        return ({key: s[key] for key in _KERNELS + ("e_tr", "nu_k2")},
+                aggregates(s, dt, not core.implicit))
 
     sums, agg = jax.lax.map(batch, draws)
     lam_max = jnp.max(agg.pop("lam_max"), axis=0)
