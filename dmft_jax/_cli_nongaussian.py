@@ -26,7 +26,7 @@ METHODS = {"gaussian": ("euler", "trapezoid"), "nongaussian": ("pass", "fixed-po
 #: Defaults of the non-Gaussian flags (documented in the README).
 DRAWS, SEED, GROUPS, TOL, MAX_ITER, BATCH = 4000, 0, 8, 1e-4, 50, 256
 #: Flags that only the non-Gaussian theory takes (attribute names).
-NG_ONLY = ("draws", "seed", "groups", "antithetic", "exchangeable", "control_variates",
+NG_ONLY = ("draws", "seed", "groups", "antithetic", "exchangeable", "control_variates", "implicit",
            "tol", "max_iter",
            "batch")
 #: Flags of the adaptive Gaussian solve, refused by the non-Gaussian theory.
@@ -50,6 +50,9 @@ def add_nongaussian_arguments(p: argparse.ArgumentParser, *, fixed_point: bool =
                    help=f"independent replicas for the standard errors (>= 2, default {GROUPS})")
     g.add_argument("--antithetic", action="store_true", default=S,
                    help="antithetic draws: each replica's second half is minus its first half")
+    g.add_argument("--implicit", action="store_true", default=S,
+                   help="the semi-implicit per-draw step (spec 7.6): stiff draws do not force a "
+                        "smaller --dt (first order, O(dt) from the explicit step)")
     g.add_argument("--control-variates", action="store_true", default=S,
                    help="estimate da/dt and e_tr with the Gaussian model's error at the same "
                         "paths as control variates (closed-form means; smaller standard "
@@ -114,7 +117,7 @@ def check_flags(args, command: str = "solve") -> None:
             if hasattr(args, k)], "only --method fixed-point iterates")
     for name, default in (("draws", DRAWS), ("seed", SEED), ("groups", GROUPS),
                           ("antithetic", False), ("exchangeable", False),
-                          ("control_variates", False), ("tol", TOL),
+                          ("control_variates", False), ("implicit", False), ("tol", TOL),
                           ("max_iter", MAX_ITER), ("batch", None)):
         if not hasattr(args, name):
             setattr(args, name, default)
@@ -173,6 +176,7 @@ def model_from_args(args):
                                  groups=args.groups, freeze_a=args.freeze_a,
                                  antithetic=args.antithetic, exchangeable=args.exchangeable,
                                  control_variates=args.control_variates,
+                                 implicit=args.implicit,
                                  # the causal pass runs an exchangeable weight side in the
                                  # two-number algebra (the same result to round-off)
                                  symmetric=args.exchangeable and args.method == "pass")
