@@ -7,8 +7,9 @@ Fig. 4 setting (h = phihat = 0.9 q + q^3/6, tau = 0.3, alpha = 0.3, a_i(0) = 1),
 in its own process: run time and compile time from its JSON summary, peak resident memory
 from the operating system (`os.wait4`). Configurations (`--configs`, each
 `method:m:draws[:batch[:max_iter]]`): by default the causal pass and the fixed-point iteration
-at m = 8 for a range of draws (the time per draw, to extrapolate to 10^4), and the fixed-point
-iteration at m = 16 with two draw counts (its memory does not grow with the draws).
+at m = 8 for a range of draws (the time per draw, to extrapolate to 10^4). `--memory`: the
+peak memory of the fixed-point iteration from XLA's buffer assignment of the compiled solve
+(not run), at m = 16 and m = 8 with 10^4 draws.
 
 Usage: python benchmarks/nongaussian_throughput.py [--configs pass:8:1000 fixed-point:8:1000:250]
 Writes the section `throughput` of benchmarks/results/nongaussian.md.
@@ -28,9 +29,11 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from _report import replace_section  # noqa: E402
 
-DEFAULT = ["pass:8:500", "pass:8:1000", "pass:8:2000",
-           "fixed-point:8:1000:125", "fixed-point:8:2000:250",
-           "fixed-point:16:400:50:1", "fixed-point:16:800:50:1"]
+DEFAULT = ["pass:8:400", "pass:8:800", "fixed-point:8:800:100"]
+#: Compile-only memory analyses (XLA's buffer assignment; `m:steps:draws:batch`): the
+#: fixed-point iteration at m = 16, 100 steps, 10^4 draws, whose path factor alone (a
+#: least-squares solve of size (N m)^2 = 1616^2 per row and replica) would take hours to run.
+MEMORY = ["16:100:10000:50", "8:100:10000:100"]
 
 
 def run(method, m, draws, batch, max_iter, steps, dt, tmp):
@@ -55,9 +58,33 @@ def run(method, m, draws, batch, max_iter, steps, dt, tmp):
                 peak_gb=usage.ru_maxrss / 1e6, summary=summary, err=err.strip()[-300:])
 
 
+def memory(spec):
+    """XLA's buffer assignment of the compiled fixed-point solve (temporaries + arguments +
+    outputs, GB), and the compile time."""
+    import jax
+    import numpy as np
+    jax.config.update("jax_enable_x64", True)
+    import dmft_jax as dj
+    from dmft_jax._nongaussian_fp import _solve, prepare
+    m, steps, draws, batch = (int(x) for x in spec.split(":"))
+    model = dj.nongaussian_dmft([0.0, 0.9, 0.0, 1.0 / 6.0], "same", tau=0.3, a=np.ones(m),
+                                alpha=0.3, draws=draws, key=0, groups=8)
+    grid = dj.TimeGrid(2.0 / steps, steps)
+    opt, b = prepare(model, grid, tol=1e-4, max_iter=50, damping=1.0, anderson=5,
+                     window=None, batch=batch)
+    t0 = time.perf_counter()
+    compiled = _solve.lower(model, grid, opt, b, False).compile().compiled
+    info = compiled.memory_analysis()
+    total = (info.temp_size_in_bytes + info.argument_size_in_bytes
+             + info.output_size_in_bytes) / 1e9
+    return dict(m=m, steps=steps, draws=draws, batch=batch, gb=total,
+                compile=time.perf_counter() - t0)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="+", default=DEFAULT)
+    p.add_argument("--memory", nargs="*", default=MEMORY)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--dt", type=float, default=0.02)
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
@@ -93,6 +120,14 @@ def main(argv=None):
         lines.append(f"| {r['method']} | {r['m']} | {r['draws']} | {r['batch'] or '-'} | "
                      f"{its} | {r['code']} | {run_s} | {s.get('compile_time_s')} | "
                      f"{'' if per is None else f'{per:.1f}'} | {r['peak_gb']:.2f} |")
+    mems = [memory(spec) for spec in args.memory]
+    if mems:
+        lines += ["", "Fixed-point iteration, compiled but not run (XLA's buffer assignment: "
+                  "temporaries + arguments + outputs):", "",
+                  "| m | steps | draws | batch | memory (GB) | compile (s) |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['m']} | {r['steps']} | {r['draws']} | {r['batch']} | {r['gb']:.2f} | "
+                  f"{r['compile']:.0f} |" for r in mems]
     text = "\n".join(lines) + "\n"
     print(text)
     replace_section(args.out, "nongaussian", "throughput", text, "")
