@@ -7,8 +7,9 @@ prints one JSON line {"value": ..., "grad": {"a0": ..., ...}, "mode": ..., "seco
 (`seconds`: the value-and-gradient run after compilation, `compile_seconds` separately).
 Array-valued observables (a, v of the general DMFT) give lists and the Jacobian.
 Physics and grid flags are those of `dmft-jax solve`. With `--theory nongaussian` (forward
-mode only) it differentiates the non-Gaussian DMFT at fixed draws (`_cli_nongaussian_grad`). A non-finite value or gradient means the
-solve diverged: the JSON line then has `"diverged": true` and the command exits 1.
+mode only) it differentiates the non-Gaussian DMFT at fixed draws (`_cli_nongaussian_grad`).
+A non-finite value or gradient means the solve diverged: the JSON line then has
+`"diverged": true` and the command exits 1.
 
 With `--dynamics gd --lr LR` the observable is read on the discrete-time DMFT of projected GD
 (docs/discrete_gd.md), t_k = k eta with eta = lr / (alpha m). `--wrt lr` is the derivative in
