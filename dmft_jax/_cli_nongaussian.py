@@ -269,17 +269,18 @@ def run_solve(args, out) -> int:
         summary.update(iterations=int(arrays["fp_iterations"].max()),
                        converged=bool(arrays["fp_converged"]))
     bad = sorted(k for k, x in arrays.items() if x.dtype.kind == "f" and not np.all(np.isfinite(x)))
+    # an iterate that has not converged is not a solution: say so before judging its values
+    if args.method == "fixed-point" and not summary["converged"]:
+        out.error_json(dict(summary, diverged=False, failed=True))
+        raise SolveError(f"the fixed-point iteration did not converge: residual "
+                         f"{arrays['fp_residuals'][-1]:.3g} > --tol {args.tol:g} after "
+                         f"{summary['iterations']} iterations; raise --max-iter")
     if diverged(sol) or bad:
         t_bad = float(sol.divergence_time)
         unstable = int(sol.unstable_draws)
         out.error_json(dict(summary, diverged=True, divergence_time=t_bad, non_finite=bad,
                             unstable_draws=unstable))
         raise SolveError(divergence_message(model, grid, t_bad, bad, unstable))
-    if args.method == "fixed-point" and not summary["converged"]:
-        out.error_json(dict(summary, diverged=False, failed=True))
-        raise SolveError(f"the fixed-point iteration did not converge: residual "
-                         f"{arrays['fp_residuals'][-1]:.3g} > --tol {args.tol:g} after "
-                         f"{summary['iterations']} iterations; raise --max-iter")
     out.write_npz(dict(arrays, **metadata(args), params=np.asarray(out.params())))
     if out.path("plot"):
         out.write_figure(figure(arrays, _title(args, model)), "plot")
