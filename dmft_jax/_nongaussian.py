@@ -289,15 +289,16 @@ class NonGaussianDMFT(AbstractModel):
             def resid(r):
                 return r - b - local(r)[3] @ c.T
 
-            for _ in range(self.newton):                   # Newton on r - b - c F(r) = 0,
-                _, _, _, F, S = local(r_n)                 # each draw taking the step length
-                jac = eye + jnp.einsum("ij,pjk->pik", c, S) / m   # (1, 1/2, ..., 1/16) that
-                step = jnp.linalg.solve(jac, (r_n - b - F @ c.T)[..., None])[..., 0]
-                trials = [r_n - step / 2.0**j for j in range(5)]  # most reduces the residual
-                norms = jnp.stack([jnp.sum(resid(x) ** 2, axis=-1) for x in trials])
-                norms = jnp.where(jnp.isfinite(norms), norms, jnp.inf)
-                best = jnp.argmin(norms, axis=0)
-                r_n = jnp.choose(best[:, None], trials, mode="clip")
+            def newton(_, r):          # Newton on r - b - c F(r) = 0, each draw taking the
+                _, _, _, F, S = local(r)   # step length (1, 1/2, ..., 1/16) that most reduces
+                jac = eye + jnp.einsum("ij,pjk->pik", c, S) / m          # the residual
+                step = jnp.linalg.solve(jac, (r - b - F @ c.T)[..., None])[..., 0]
+                trials = r[None] - step[None] / 2.0 ** jnp.arange(5.0)[:, None, None]
+                norms = jax.vmap(lambda x: jnp.sum(resid(x) ** 2, axis=-1))(trials)
+                best = jnp.argmin(jnp.where(jnp.isfinite(norms), norms, jnp.inf), axis=0)
+                return jnp.take_along_axis(trials, best[None, :, None], axis=0)[0]
+
+            r_n = jax.lax.fori_loop(0, self.newton, newton, r_n)
         sig, E_n, g_n, F_n, S_n = local(r_n)
         # a draw whose Newton iteration did not converge counts as unstable (lambda = inf)
         stuck = jnp.max(jnp.abs(r_n - b - F_n @ c.T), axis=-1) > 1e-8 * (

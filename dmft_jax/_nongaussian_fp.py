@@ -347,9 +347,11 @@ def nongaussian_fixed_point(model: NonGaussianDMFT, grid: TimeGrid, *, tol: floa
     Returns a `NonGaussianSolution` with `iterations` (groups,) (map evaluations per replica)
     and `residuals` (groups, max_iter) (the window residual after each, NaN beyond).
     """
-    return _solve(model, grid, *prepare(model, grid, tol=tol, max_iter=max_iter, damping=damping,
-                                        anderson=anderson, window=window, batch=batch),
-                  bool(throw))
+    sol = _solve(model, grid, *prepare(model, grid, tol=tol, max_iter=max_iter, damping=damping,
+                                       anderson=anderson, window=window, batch=batch), False)
+    if throw:       # outside the compiled solve, so that `throw` does not recompile it
+        sol = sol.result.error_if(sol, sol.result != RESULTS.successful)
+    return sol
 
 
 def prepare(model, grid, *, tol, max_iter, damping, anderson, window, batch):

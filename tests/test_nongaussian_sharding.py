@@ -1,4 +1,4 @@
-"""Draws sharded across devices (issue 10, item 4): with two (simulated CPU) devices the causal
+"""Draws sharded across devices (issue 10, item 4; marked `gpu`: run with `-m gpu`): with two (simulated CPU) devices the causal
 pass splits its replicas and the fixed-point iteration a batch's draws between them, and both
 give the single-device results (common random numbers: the same draws)."""
 
@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 
 SETUP = """
@@ -31,6 +32,7 @@ def _results(ns):
     return out
 
 
+@pytest.mark.gpu      # ~45 s of compilation in two processes: with the heavy checks, not in CI
 def test_two_devices_give_the_single_device_result(tmp_path):
     ns = {}
     exec(SETUP, ns)
