@@ -161,6 +161,7 @@ def test_gaussian_solve_refuses_nongaussian_flags(extra, tmp_path, monkeypatch, 
     assert code == 2 and len(err) == 1 and extra[0] in err[0] and os.listdir(tmp_path) == []
 
 
+@pytest.mark.gpu  # heavy tier: a compilation of its own (CI time)
 def test_grad_forward_equals_central_differences(capsys):
     """grad --theory nongaussian (forward mode, fixed draws) against central differences of the
     library's solve with the same seed: h = 0.6 q + 0.4 q^2, phi = sigma, m = 2, 8 steps of
@@ -196,6 +197,7 @@ def test_grad_forward_equals_central_differences(capsys):
     assert code == 2 and len(err) == 1 and "--mode reverse" in err[0]
 
 
+@pytest.mark.gpu  # heavy tier: a compilation of its own (CI time)
 def test_fixed_point_method(files, tmp_path, capsys):
     """--method fixed-point (dj.nongaussian_fixed_point) converges to the causal pass of the
     same seed within its tolerance, and records its iterations and residuals."""
@@ -212,6 +214,7 @@ def test_fixed_point_method(files, tmp_path, capsys):
         np.testing.assert_allclose(f[name], ref[name], rtol=0, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.gpu  # heavy tier: a compilation of its own (CI time)
 def test_unstable_draws_exit_1_with_one_line(tmp_path, capsys):
     """Draws beyond the per-draw stability bound make the solve fail: exit 1, one line that
     counts them and names a smaller --dt, a JSON record, no file."""

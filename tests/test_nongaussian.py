@@ -302,6 +302,7 @@ def test_control_variates():
         assert ratio < 0.7, (name, ratio)
 
 
+@pytest.mark.gpu  # heavy tier: a compilation of its own (CI time)
 def test_symmetric_weight_side_equals_exchangeable():
     """Under a symmetric initialization the weight side runs in the two-number algebra
     Symmetric(m) (spec section 5; kernels as (D, O) pairs): the same solution as the general
@@ -332,6 +333,7 @@ def _implicit_pair(dt):
             for imp in (False, True)]
 
 
+@pytest.mark.gpu  # heavy tier: a compilation of its own (CI time)
 def test_semi_implicit_step_is_consistent():
     """The semi-implicit per-draw step (spec 7.6) is a first-order scheme of the same theory:
     with the same draws its largest difference to the explicit step over t <= 0.5 shrinks with
