@@ -196,6 +196,12 @@ def _flag_names(text: str) -> str:
     return text
 
 
+def _per_draw(N: float, m: float, k: float) -> float:
+    """Numbers kept per draw by the sample side: J (N^2 m^2) and the histories of S, K, xi, F,
+    g, z, E, lam, plus r0, y, grad phi."""
+    return N * N * m * m + N * (m * m + m * k + 4 * m + 2) + k + 2
+
+
 def solve_bytes(model, steps: int) -> float:
     """Estimated peak bytes of the causal pass: the buffers of `NonGaussianDMFT.init`, per draw
     J (N^2 m^2), S, K, xi, F, g, z, E, lam (N (m^2 + m k + 4 m + 2)) and per replica Lf, C, R
@@ -203,7 +209,7 @@ def solve_bytes(model, steps: int) -> float:
     XLA's copies in the loop, and the output arrays (4 N^2 m^2)."""
     N, m, k = float(steps) + 1, float(model.m), float(model.k)
     P, G = float(model.draws * model.groups), float(model.groups)
-    per_draw = N * N * m * m + N * (m * m + m * k + 4 * m + 2) + k + 2
+    per_draw = _per_draw(N, m, k)
     per_group = 3 * N * N * m * m + 4 * (N * m) ** 2 + N * (m * k + 4 * m + 8)
     return 8 * (2 * (P * per_draw + G * per_group) + 4 * N * N * m * m)
 
@@ -214,7 +220,7 @@ def fixed_point_bytes(model, steps: int, batch: int) -> float:
     (~ 30 N^2 m^2), the least-squares solve, and every draw's normals (P N m)."""
     N, m, k = float(steps) + 1, float(model.m), float(model.k)
     P = float(model.draws * model.groups)
-    per_draw = N * N * m * m + N * (m * m + m * k + 4 * m + 2) + k + 2
+    per_draw = _per_draw(N, m, k)
     per_replica = 30 * N * N * m * m + 4 * (N * m) ** 2
     return 8 * (2 * (batch * per_draw + per_replica) + P * (N * m + k + 2)
                 + 4 * N * N * m * m)

@@ -143,31 +143,17 @@ class NonGaussianDMFT(AbstractModel):
         if not self.symmetric:
             return s
         m = self.m
-
-        def dense(hist):
-            x = jnp.stack(hist)
-            eye = jnp.eye(m, dtype=x.dtype).reshape((m, m) + (1,) * (x.ndim - 1))
-            return x[1] + (x[0] - x[1]) * eye
-
         return dict(s, a=jnp.broadcast_to(s["a"], (m,) + s["a"].shape),
                     v=jnp.broadcast_to(s["v"], (m,) + s["v"].shape),
                     nu=jnp.broadcast_to(s["nu"], (m,) + s["nu"].shape),
-                    C=dense(s["C"]), R=dense(s["R"]))
+                    C=_dense(jnp.stack(s["C"]), m), R=_dense(jnp.stack(s["R"]), m))
 
     def _pairs(self, kernels: Kernels) -> Kernels:
         """Exchangeable kernels as (D, O) pairs and neuron means (the `Symmetric` algebra)."""
         if not self.symmetric:
             return kernels
-        m = self.m
-
-        def pair(x):
-            eye = jnp.eye(m, dtype=x.dtype).reshape((m, m) + (1,) * (x.ndim - 2))
-            d = jnp.sum(x * eye, axis=(0, 1)) / m
-            o = jnp.sum(x * (1 - eye), axis=(0, 1)) / max(m * (m - 1), 1)
-            return jnp.stack([d, o])
-
         mats = ("delta", "memory", "memory_jump", "noise")
-        return Kernels(**{name: pair(x) if name in mats else jnp.mean(x, axis=0)
+        return Kernels(**{name: _pair(x) if name in mats else jnp.mean(x, axis=0)
                           for name, x in kernels._asdict().items()})
 
     @property
@@ -635,16 +621,27 @@ class NonGaussianSolution(Solution):
     draws: int = eqx.field(static=True, default=0)
 
 
+def _pair(x):
+    """The means (D, O) of the diagonal and off-diagonal entries of a matrix (m, m, ...): its
+    projection on D I + O (J - I), in the `Symmetric` representation (2, ...)."""
+    m = x.shape[0]
+    eye = jnp.eye(m, dtype=x.dtype).reshape((m, m) + (1,) * (x.ndim - 2))
+    return jnp.stack([jnp.sum(x * eye, axis=(0, 1)) / m,
+                      jnp.sum(x * (1 - eye), axis=(0, 1)) / max(m * (m - 1), 1)])
+
+
+def _dense(x, m: int):
+    """The m x m matrices D I + O (J - I) of pairs x (2, ...): shape (m, m, ...)."""
+    eye = jnp.eye(m, dtype=x.dtype).reshape((m, m) + (1,) * (x.ndim - 1))
+    return x[1] + (x[0] - x[1]) * eye
+
+
 def _symmetrize(x, matrix: bool):
     """Average over neuron permutations: a matrix (m, m, ...) -> D I + O (J - I) with D, O
     the means of its diagonal and off-diagonal entries; a neuron vector (m, ...) -> its mean."""
     if not matrix:
         return jnp.broadcast_to(jnp.mean(x, axis=0), x.shape)
-    m = x.shape[0]
-    eye = jnp.eye(m, dtype=x.dtype).reshape((m, m) + (1,) * (x.ndim - 2))
-    d = jnp.sum(x * eye, axis=(0, 1)) / m
-    o = jnp.sum(x * (1 - eye), axis=(0, 1)) / max(m * (m - 1), 1)
-    return o + (d - o) * eye
+    return _dense(_pair(x), x.shape[0])
 
 
 # ------------------------------------------------------------------------------ construction
