@@ -61,19 +61,23 @@ def run(method, m, draws, batch, max_iter, steps, dt, tmp):
 def memory(spec):
     """XLA's buffer assignment of the compiled fixed-point solve (temporaries + arguments +
     outputs, GB), and the compile time."""
+    import equinox as eqx
     import jax
     import numpy as np
     jax.config.update("jax_enable_x64", True)
     import dmft_jax as dj
-    from dmft_jax._nongaussian_fp import _solve, prepare
     m, steps, draws, batch = (int(x) for x in spec.split(":"))
     model = dj.nongaussian_dmft([0.0, 0.9, 0.0, 1.0 / 6.0], "same", tau=0.3, a=np.ones(m),
                                 alpha=0.3, draws=draws, key=0, groups=8)
     grid = dj.TimeGrid(2.0 / steps, steps)
-    opt, b = prepare(model, grid, tol=1e-4, max_iter=50, damping=1.0, anderson=5,
-                     window=None, batch=batch)
+    params, static = eqx.partition(model, eqx.is_array)
+
+    def solve(p):                      # the public solve, as the command line runs it
+        return dj.nongaussian_fixed_point(eqx.combine(p, static), grid, tol=1e-4,
+                                          max_iter=50, batch=batch, throw=False)
+
     t0 = time.perf_counter()
-    compiled = _solve.lower(model, grid, opt, b, False).compile().compiled
+    compiled = jax.jit(solve).lower(params).compile()
     info = compiled.memory_analysis()
     total = (info.temp_size_in_bytes + info.argument_size_in_bytes
              + info.output_size_in_bytes) / 1e9
