@@ -273,6 +273,7 @@ def test_unstable_draws_fail_the_solve():
     assert good.result == dj.RESULTS.successful and float(good.unstable_draws) == 0
 
 
+@pytest.mark.gpu  # heavy tier: CI time under load
 def test_control_variates():
     """Control variates (spec 7.8: the Gaussian model's error at the same paths, closed-form
     means; a traced flag, the same compilation) shrink the standard errors of e_tr and a at

@@ -53,12 +53,14 @@ def test_plain_iteration_reaches_the_causal_pass_in_at_most_n_plus_1_iterations(
     assert np.all(res[:, 1:] < 0.3 * res[:, :-1]), res
 
 
+@pytest.mark.gpu  # heavy tier: CI time under load
 def test_anderson_and_windows_reach_the_same_fixed_point():
     fp = _fp(tol=1e-11, max_iter=30, anderson=4, window=4, batch=100)
     assert fp.result == dj.RESULTS.successful
     assert _max_diff(fp, causal_pass()) < 1e-9
 
 
+@pytest.mark.gpu  # heavy tier: CI time under load
 def test_iteration_limit_is_not_converged():
     slow = _fp(damping=0.3)                 # same compilation as the plain iteration
     assert slow.result == dj.RESULTS.not_converged
