@@ -68,7 +68,7 @@ def add_nongaussian_arguments(p: argparse.ArgumentParser, *, fixed_point: bool =
         g.add_argument("--batch", type=COUNT, default=S, metavar="B",
                        help="--method fixed-point: draws per batch of the sample side (a "
                             "divisor of --draws / --groups; default: the largest one <= "
-                            f"{BATCH}); memory ~ 16 B steps^2 m^2 bytes whatever --draws")
+                            f"{BATCH}); memory ~ 8 B steps^2 m^2 bytes whatever --draws")
 
 
 def theory(args) -> str:
@@ -197,14 +197,17 @@ def _flag_names(text: str) -> str:
 
 
 def _per_draw(N: float, m: float, k: float) -> float:
-    """Numbers kept per draw by the sample side: J (N^2 m^2) and the histories of S, K, xi, F,
-    g, z, E, lam, plus r0, y, grad phi."""
-    return N * N * m * m + N * (m * m + m * k + 4 * m + 2) + k + 2
+    """Numbers kept per draw by the sample side: J (its lower triangle in blocks, ~N^2 m^2 / 2)
+    and the histories of S, K, xi, F, g, z, E, lam, plus r0, y, grad phi."""
+    from ._nongaussian import J_BLOCK        # (the module imports jax: not at start-up)
+    size = int(N)
+    j = sum(min(J_BLOCK, size - q0) * min(size, q0 + J_BLOCK) for q0 in range(0, size, J_BLOCK))
+    return j * m * m + N * (m * m + m * k + 4 * m + 2) + k + 2
 
 
 def solve_bytes(model, steps: int) -> float:
     """Estimated peak bytes of the causal pass: the buffers of `NonGaussianDMFT.init`, per draw
-    J (N^2 m^2), S, K, xi, F, g, z, E, lam (N (m^2 + m k + 4 m + 2)) and per replica Lf, C, R
+    J (~N^2 m^2 / 2), S, K, xi, F, g, z, E, lam (N (m^2 + m k + 4 m + 2)) and per replica Lf, C, R
     (3 N^2 m^2) plus the least-squares solve ((N m)^2, a few copies); about twice that for
     XLA's copies in the loop, and the output arrays (4 N^2 m^2)."""
     N, m, k = float(steps) + 1, float(model.m), float(model.k)

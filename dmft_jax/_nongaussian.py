@@ -37,24 +37,29 @@ replica mean, and its standard error is the replica standard deviation / sqrt(gr
 means over draw groups, each group a full, self-consistent solve). The bias of a replica's
 nonlinear feedback is O(groups / draws), below the standard error for draws / groups >~ 100.
 
-**Memory.** Per draw the history of xi, F, g, E (N_t m each), S (N_t m^2), K (N_t m k) and the
-response tensor J (N_t^2 m^2) is kept: about 8 N_t^2 m^2 bytes per draw in float64 (m = 2,
-N_t = 40, 10^4 draws: 0.5 GB). The sampling step solves a least-squares problem of size
-(N_t m)^2 per row and replica (O(N_t^4 m^3) in total). Meant for small m and N_t.
+**Memory and cost.** Per draw the history of xi, F, g, E (N_t m each), S (N_t m^2), K
+(N_t m k) and the response tensor J (its lower triangle in blocks of `J_BLOCK` rows, about
+4 N_t^2 m^2 bytes in float64: m = 8, N_t = 100: 2.9 MB) is kept; each row reads the whole of
+J once per draw, so the pass is bound by memory traffic, O(P N_t^3 m^2) in total. The
+sampling step solves a least-squares problem of size (N_t m)^2 per row and replica
+(O(N_t^4 m^3) in total). The fixed-point iteration (`nongaussian_fixed_point`) keeps J for
+one batch of draws at a time.
 
-What is *not* done yet (see docs/nongaussian.md): the fixed-point iteration over whole
-trajectories (spec 7.4), path-wise PSD sampling (7.5), the semi-implicit per-draw step (7.6),
-control variates, memory-light responses, the symmetric algebra, gradients, the CLI.
+Also here: the semi-implicit per-draw step (`implicit`), control variates, the symmetric
+weight side (`symmetric`), forward-mode derivatives at fixed draws. Not done (see
+docs/nongaussian.md): path-wise PSD sampling (spec 7.5; the clipping is reported instead).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.lax.linalg import SvdAlgorithm, svd
 from jaxtyping import Array
 
 from ._algebra import General, Symmetric
@@ -211,14 +216,14 @@ class NonGaussianDMFT(AbstractModel):
             lam=jnp.zeros((P, size), dtype),
             S=jnp.zeros((P, m, m, size), dtype),
             K=jnp.zeros((P, m, k, size), dtype),
-            J=jnp.zeros((P, m, m, size, size), dtype),
+            J=j_zeros(P, m, size, dtype),
         )
         s = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (G,) + x.shape), one)
         # replicas are independent: with several devices each holds some of them
         return shard_draws(dict(s, **self.draws_of(size)))
 
     def time_axes(self):
-        two = ("C", "R", "Lf", "J")
+        two = ("C", "R", "Lf")
         zero = ("r0", "y", "dphi")
         out = {key: (2 if key in two else 0 if key in zero else 1)
                for key in ("a", "v", "C", "R", "nu", "rho", "nu_k2", "e_tr", "clipped",
@@ -230,15 +235,18 @@ class NonGaussianDMFT(AbstractModel):
         return frozenset({"a", "v", "C", "R"})
 
     def default_chunks(self, steps: int) -> int | None:
-        """4 causal chunks from 32 steps on: the per-draw J recursion costs O(P L^2 m^3) per
-        row on an L-row window, so chunking halves the run time, which dominates the (4x
-        larger) compile time once the draws are many."""
-        return 4 if steps >= 32 else None
+        """Causal chunks: 4 from 32 steps on, 10 from 80: the per-draw J recursion reads
+        O(P L^2 m^2) numbers per row on an L-row window, so chunking cuts the run time, which
+        dominates the (larger) compile time once the draws are many (m = 8, 100 steps, 400
+        draws on the 2-core CPU: 21.1 s run + 13 s compile with 4 chunks, 17.5 s + 33 s with
+        10; the run time per draw falls further, see benchmarks/results/nongaussian.md)."""
+        return None if steps < 32 else 4 if steps < 80 else 10
 
     # -------------------------------------------------------------- one row
-    def _extend_paths(self, n, s):
-        """Spec 7.3 step 4 (here at the start of row n): xi_p[n] given the realized past."""
-        row, clipped, mismatch = factor_row(n, s["Lf"], s["C"], s["v"], self.rtol)
+    def _extend_paths(self, n, s, factor):
+        """Spec 7.3 step 4 (here at the start of row n): xi_p[n] given the realized past and
+        the factor's row n (`factor_row`)."""
+        row, clipped, mismatch = factor
         xi_n = path_row(n, row, s["z"], s["r0"], s["v"])
         return dict(s, Lf=s["Lf"].at[:, :, n, :].set(row), xi=s["xi"].at[..., n].set(xi_n),
                     clipped=s["clipped"].at[n].set(clipped),
@@ -294,7 +302,7 @@ class NonGaussianDMFT(AbstractModel):
         A_n = eye + jnp.einsum("ij,pjk->pik", c, S_n) / m
         T = jnp.einsum("ijq,pjkq->pikq", R_n * (w_old > 0) if self.implicit else R_n,
                        s["S"])                                              # R[n,q] S[q], q < n
-        J_n = -(T + jnp.einsum("q,pijq,pjkql->pikl", w, T, s["J"])) / m      # K.13
+        J_n = -(T + _memory_sum(w, T, s["J"])) / m                           # K.13
         inner = (s["g"][:, :, None, :] * s["dphi"][:, None, :, None]
                  - jnp.einsum("pjql,pqcl->pjcl", s["S"], s["K"]))
         K_n = (jnp.einsum("l,ijl,pjcl->pic", w_old, R_n, inner)
@@ -307,7 +315,7 @@ class NonGaussianDMFT(AbstractModel):
         lam = jnp.where(stuck & self.implicit, jnp.inf, lam)
         s = dict(s, F=F_hist, g=s["g"].at[..., n].set(g_n), E=s["E"].at[:, n].set(E_n),
                  S=s["S"].at[..., n].set(S_n), K=s["K"].at[..., n].set(K_n),
-                 J=s["J"].at[:, :, :, n, :].set(J_n), lam=s["lam"].at[:, n].set(lam))
+                 J=_write_row(s["J"], n, J_n), lam=s["lam"].at[:, n].set(lam))
         abar = self.alpha_bar
         # K.6: M^delta = alpha_bar Mean[S dr[n]/dxi[n]]; dr[n]/dxi[n] = A_n^{-1} (I explicitly)
         resp = (jnp.swapaxes(jnp.linalg.solve(jnp.swapaxes(A_n, 1, 2), S_n), 1, 2)
@@ -351,8 +359,8 @@ class NonGaussianDMFT(AbstractModel):
         mu_fit = self.target.phihat(v_hat) - self.h(rho) @ a_n / m
         return 0.5 * e_g**2, e_g[:, None] * sig, self.test_error(a_n, v_hat, rho), mu_fit
 
-    def _row1(self, n, s, wts: RowWeights):
-        view, xi_n = self._extend_paths(n, self.general_view(s))
+    def _row1(self, n, s, wts: RowWeights, factor):
+        view, xi_n = self._extend_paths(n, self.general_view(s), factor)
         view, kernels = self._sample_side(n, view, wts, xi_n)
         weights = ("a", "v", "C", "R", "nu")         # kept in the weight side's algebra
         s = {key: (s[key] if key in weights else view[key]) for key in view}
@@ -365,7 +373,14 @@ class NonGaussianDMFT(AbstractModel):
         if wts.jumps:
             raise ValueError("NonGaussianDMFT implements the causal pass with the Euler stepper "
                              "only (spec 7.2, 7.3): solve with dj.Euler() on a TimeGrid")
-        return jax.vmap(self._row1, in_axes=(None, 0, None))(n, s, wts)
+        weights = {key: s[key] for key in ("a", "v", "C", "R", "nu", "Lf")}
+
+        def factor(w):               # one replica at a time: see `_lstsq`
+            w = self.general_view(w)
+            return factor_row(n, w["Lf"], w["C"], w["v"], self.rtol)
+
+        return jax.vmap(self._row1, in_axes=(None, 0, None, 0))(
+            n, s, wts, jax.lax.map(factor, weights))
 
     def write(self, n, s, front):
         return jax.vmap(lambda st, fr: weight_write(self.algebra, n, st, fr))(s, front)
@@ -476,6 +491,54 @@ def _cv_mean(f, g, mu, on):
     return jnp.where(on, mf - beta * (mg - mu), mf)
 
 
+#: Rows per block of the per-draw responses J (see `j_zeros`).
+J_BLOCK = 10
+
+
+def j_zeros(P: int, m: int, size: int, dtype) -> tuple:
+    """The per-draw responses J[p, q, i, j, l] = dr_i[q] / dxi_j[l] (K.13) as blocks of
+    `J_BLOCK` rows q: block b holds rows q0 <= q < q0 + J_BLOCK (q0 = b J_BLOCK) and only the
+    sources l < q0 + J_BLOCK, since J[q, l] = 0 for l >= q. The lower triangle is about half
+    the square (memory), and `_memory_sum` reads each block as one contiguous matrix."""
+    return tuple(jnp.zeros((P, min(J_BLOCK, size - q0), m, m, min(size, q0 + J_BLOCK)), dtype)
+                 for q0 in range(0, size, J_BLOCK))
+
+
+def _memory_sum(w, T, blocks):
+    """K.13's sum over q < n: sum_{q, j} w_q T[p, i, j, q] J[p, q, j, k, l] -> (P, m, m, L).
+
+    Per block one batched matrix product per draw, (i) x (q j) times (q j) x (k l): the
+    blocks' layout keeps the contracted (q, j) adjacent and in the other factor's order, so J
+    is never copied (on the 2-core CPU at P = 200, m = 8, L = 100: 0.37 s per row for the
+    same contraction over a J (P, m, m, L, L) that XLA transposed on every row, 0.08 s over
+    (P, L, m, m, L), 0.045 s over the triangular blocks). Blocks starting at q0 >= L - 1 hold
+    no row q < n <= L - 1 and are skipped."""
+    P, m, _, L = T.shape
+    A = jnp.transpose(T * w, (0, 1, 3, 2))                        # (P, i, q, j)
+    out = jnp.zeros((P, m, m, L), T.dtype)
+    for b, blk in enumerate(blocks):
+        q0 = b * J_BLOCK
+        if q0 >= L - 1:
+            break
+        rows, ext = min(blk.shape[1], L - q0), blk.shape[-1]
+        part = jax.lax.dot_general(A[:, :, q0:q0 + rows].reshape(P, m, rows * m),
+                                   blk[:, :rows].reshape(P, rows * m, m * ext),
+                                   (((2,), (1,)), ((0,), (0,))))
+        out = out.at[..., :ext].add(part.reshape(P, m, m, ext))
+    return out
+
+
+def _write_row(blocks, n, J_n) -> tuple:
+    """Row n of J (J_n (P, m, m, L)) written into its block (masked writes: n is traced)."""
+    out = []
+    for b, blk in enumerate(blocks):
+        q0, rows, ext = b * J_BLOCK, blk.shape[1], blk.shape[-1]
+        here = (n >= q0) & (n < q0 + rows)
+        loc = jnp.clip(n - q0, 0, rows - 1)
+        out.append(blk.at[:, loc].set(jnp.where(here, J_n[..., :ext], blk[:, loc])))
+    return tuple(out)
+
+
 def aggregates(s, dt, explicit: bool = True) -> dict:
     """Draw averages of one replica's (or batch's) per-draw histories that the solution needs
     besides the row diagnostics: Mean[E(t) E(s)] (`ee`, (L, L)), Mean[F_i(t) xi_j(0)]
@@ -530,6 +593,35 @@ def _psd_sqrt_jvp(primals, tangents):
     return (U * jnp.sqrt(jnp.maximum(lam, 0.0))) @ U.T, U @ ((U.T @ dS @ U) * dd) @ U.T
 
 
+@partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _pinv(A, rtol):
+    """The pseudo-inverse of A, singular values below rtol * s_max dropped (as
+    `jnp.linalg.pinv`). The SVD is LAPACK's divide and conquer (gesdd), which returned NaN
+    for a finite path factor at m = 8 (row 83 of 100, 600 draws per replica); the
+    QR-iteration SVD (gesvd, 7x slower at size 800) is the fallback when it does. The cond
+    is a real branch where the replicas are mapped (`NonGaussianDMFT.row`, the fixed point's
+    `lax.map`), not vmapped."""
+    def decompose(algorithm):
+        return svd(A, full_matrices=False, algorithm=algorithm)
+
+    U, sv, Vt = decompose(SvdAlgorithm.DEFAULT)
+    ok = jnp.all(jnp.isfinite(sv)) & jnp.all(jnp.isfinite(U)) & jnp.all(jnp.isfinite(Vt))
+    U, sv, Vt = jax.lax.cond(ok, lambda: (U, sv, Vt), lambda: decompose(SvdAlgorithm.QR))
+    keep = sv > rtol * sv[0]
+    return Vt.T @ (jnp.where(keep, 1.0 / jnp.where(keep, sv, 1.0), 0.0)[:, None] * U.T)
+
+
+@_pinv.defjvp
+def _pinv_jvp(rtol, primals, tangents):
+    """The derivative of the pseudo-inverse at fixed rank (the formula of `jnp.linalg.pinv`):
+    dP = -P dA P + P P^T dA^T (I - A P) + (I - P A) dA^T P^T P."""
+    (A,), (dA,) = primals, tangents
+    P = _pinv(A, rtol)
+    dP = (-P @ dA @ P + P @ P.T @ dA.T @ (jnp.eye(A.shape[0], dtype=A.dtype) - A @ P)
+          + (jnp.eye(A.shape[1], dtype=A.dtype) - P @ A) @ dA.T @ P.T @ P)
+    return P, dP
+
+
 def factor_row(n, Lf, C, v, rtol):
     """Row n of the causal (block lower-triangular) factor of the Gaussian paths xi_perp ~
     GP(0, C - v v^T) (N3), given its rows < n: xi_perp_i[n] = sum_{l<=n, j} Lf[i, j, n, l]
@@ -548,7 +640,7 @@ def factor_row(n, Lf, C, v, rtol):
     mask2 = past[:, None, None, None] & past[None, None, :, None]
     A = jnp.where(mask2, jnp.transpose(Lf, (2, 0, 3, 1)), 0.0).reshape(size * m, size * m)
     B = jnp.where(past[None, :, None], jnp.transpose(q_n, (0, 2, 1)), 0.0).reshape(m, size * m)
-    X = (jnp.linalg.pinv(A, rtol=rtol) @ B.T).T                      # (m, L m)
+    X = (_pinv(A, rtol) @ B.T).T                                      # (m, L m)
     mismatch = jnp.max(jnp.abs(X @ A.T - B))
     schur = q_n[..., n] - X @ X.T
     sym = 0.5 * (schur + schur.T)
