@@ -25,7 +25,13 @@ def _files(folder: pathlib.Path) -> set:
     return {p.name for p in folder.iterdir()} if folder.exists() else set()
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+#: Notebooks run in the CPU suite; the others (~20 s each on the 2-core CPU) in the heavy tier
+#: (`-m gpu`), to keep the suite within its time budget.
+IN_CI = {"experiment"}
+
+
+@pytest.mark.parametrize("path", [p if p.stem in IN_CI else pytest.param(p, marks=pytest.mark.gpu)
+                                  for p in NOTEBOOKS], ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_mode(path, tmp_path):
     figures, cwd, tmp = tmp_path / "figures", tmp_path / "cwd", tmp_path / "tmp"
     cwd.mkdir(), tmp.mkdir()
