@@ -205,16 +205,34 @@ def _per_draw(N: float, m: float, k: float) -> float:
     return j * m * m + N * (m * m + m * k + 4 * m + 2) + k + 2
 
 
-def solve_bytes(model, steps: int) -> float:
-    """Estimated peak bytes of the causal pass: the buffers of `NonGaussianDMFT.init`, per draw
-    J (~N^2 m^2 / 2), S, K, xi, F, g, z, E, lam (N (m^2 + m k + 4 m + 2)) and per replica Lf, C, R
+def solve_bytes(model, steps: int, together: int | None = None) -> float:
+    """Estimated peak bytes of the causal pass with `together` replicas solved at once (default
+    the model's `replica_batch`, or all): the buffers of `NonGaussianDMFT.init`, per draw J
+    (~N^2 m^2 / 2), S, K, xi, F, g, z, E, lam (N (m^2 + m k + 4 m + 2)) and per replica Lf, C, R
     (3 N^2 m^2) plus the least-squares solve ((N m)^2, a few copies); about twice that for
-    XLA's copies in the loop, and the output arrays (4 N^2 m^2)."""
+    XLA's copies in the loop, the output arrays (4 N^2 m^2) and every replica's one-time
+    histories."""
     N, m, k = float(steps) + 1, float(model.m), float(model.k)
-    P, G = float(model.draws * model.groups), float(model.groups)
+    G = float(together or model.replica_batch or model.groups)
+    P = float(model.draws) * G
     per_draw = _per_draw(N, m, k)
     per_group = 3 * N * N * m * m + 4 * (N * m) ** 2 + N * (m * k + 4 * m + 8)
-    return 8 * (2 * (P * per_draw + G * per_group) + 4 * N * N * m * m)
+    histories = model.draws * model.groups * N * (2 * m + 2) + model.groups * per_group
+    return 8 * (2 * (P * per_draw + G * per_group) + 4 * N * N * m * m + histories)
+
+
+def with_replica_batch(model, steps: int):
+    """The pass's model with `replica_batch` the largest divisor of --groups whose replicas fit
+    in the available memory solved together (all of them if they fit: the run time is the
+    same on a CPU, see `NonGaussianDMFT.run_fixed`)."""
+    import dataclasses
+
+    from ._cli_args import available_memory
+    have, _ = available_memory()
+    G = model.groups
+    fits = [b for b in range(G, 0, -1) if G % b == 0 and solve_bytes(model, steps, b) <= have]
+    b = fits[0] if fits else 1
+    return model if b == G else dataclasses.replace(model, replica_batch=b)
 
 
 def fixed_point_bytes(model, steps: int, batch: int) -> float:
@@ -247,8 +265,8 @@ def check_solve_memory(args, model, copies: float = 1.0) -> None:
                      f"--batch {batch}, --steps {args.steps}, m = {model.m}")
         return
     check_memory(copies * solve_bytes(model, args.steps),
-                 f"--draws {args.draws}, --steps {args.steps}, m = {model.m} (--method "
-                 "fixed-point --batch B needs less)")
+                 f"--draws {args.draws}, --steps {args.steps}, m = {model.m} (even one "
+                 "replica at a time; --method fixed-point --batch B needs less)")
 
 
 # ----------------------------------------------------------------------------- the solve
@@ -259,6 +277,8 @@ def run_solve(args, out) -> int:
     from ._stepper import Euler
     check_flags(args, "solve")
     model, grid = model_from_args(args)
+    if args.method != "fixed-point":
+        model = with_replica_batch(model, args.steps)
     check_solve_memory(args, model)
     if args.method == "fixed-point":
         sol, t_compile, t_run = _fixed_point(args, model, grid)
@@ -270,7 +290,8 @@ def run_solve(args, out) -> int:
         sol, t_compile, t_run = timed_solve(model, grid, progress, Euler())
     summary = dict(theory="nongaussian", method=args.method, dynamics="flow", steps=grid.steps,
                    dt=float(grid.dt), m=model.m, k=model.k, draws=args.draws,
-                   groups=args.groups, seed=args.seed, wall_time_s=round(t_run, 4),
+                   groups=args.groups, replica_batch=model.replica_batch or args.groups,
+                   seed=args.seed, wall_time_s=round(t_run, 4),
                    compile_time_s=round(t_compile, 4))
     with np.errstate(all="ignore"):       # a diverged solve has huge values: reported below
         arrays = solution_arrays(sol)

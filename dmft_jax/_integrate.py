@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 import sys
 import time
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import equinox as eqx
 import jax
@@ -106,6 +106,13 @@ class AbstractModel(eqx.Module):
         return jnp.asarray(False)
 
     # ------------------------------------------------------------------- generic buffer ops
+    def run_fixed(self, loop: Callable[["AbstractModel"], dict]) -> dict:
+        """The final state of a fixed-grid solve: `loop(model)`, the shared loop. A model whose
+        state holds independent replicas may call it on groups of them one after another and
+        join the results (the non-Gaussian DMFT, to bound its memory); the default calls it
+        once."""
+        return loop(self)
+
     def window(self, state: dict, size: int) -> dict:
         """The leading `size` x `size` time block of every buffer (a copy)."""
         def cut(x, k):
@@ -548,7 +555,7 @@ def integrate(model: AbstractModel, times, stepper: AbstractStepper | None = Non
     if isinstance(times, TimeGrid):
         if stepper is None:
             stepper = Map() if getattr(model, "discrete", False) else Euler()
-        state = _fixed(model, times, stepper, progress, label, chunks)
+        state = model.run_fixed(lambda mdl: _fixed(mdl, times, stepper, progress, label, chunks))
         sol = model.solution(state, times.ts)
         result = RESULTS.where(model.valid() & times.valid(), RESULTS.successful,
                                RESULTS.invalid_input)
