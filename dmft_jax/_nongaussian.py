@@ -222,7 +222,7 @@ class NonGaussianDMFT(AbstractModel):
             lam=jnp.zeros((P, size), dtype),
             S=jnp.zeros((P, m, m, size), dtype),
             K=jnp.zeros((P, m, k, size), dtype),
-            J=j_zeros(P, m, size, dtype),
+            Y=y_zeros(P, m, size, dtype),
         )
         s = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (G,) + x.shape), one)
         # replicas are independent: with several devices each holds some of them
@@ -233,7 +233,7 @@ class NonGaussianDMFT(AbstractModel):
         zero = ("r0", "y", "dphi")
         out = {key: (2 if key in two else 0 if key in zero else 1)
                for key in ("a", "v", "C", "R", "nu", "rho", "nu_k2", "e_tr", "clipped",
-                           "mismatch", "Lf", "xi", "F", "g", "E", "lam", "S", "K", "J", "z",
+                           "mismatch", "Lf", "xi", "F", "g", "E", "lam", "S", "K", "Y", "z",
                            "r0", "y", "dphi")}
         return out
 
@@ -244,7 +244,7 @@ class NonGaussianDMFT(AbstractModel):
         """With `replica_batch` = b < groups, the replicas are solved b at a time, one group
         after another (`lax.map`): memory ~ b / groups of the vmapped pass, the same run time
         on a CPU. Each group is this model restricted to replicas [offset, offset + b) of the
-        same draws (`draw_groups`, `group_offset`); the per-draw responses J are dropped
+        same draws (`draw_groups`, `group_offset`); the per-draw responses Y are dropped
         before the groups' final states are joined (the solution does not read them)."""
         b, G = self.replica_batch, self.groups
         if b is None or b >= G:
@@ -253,7 +253,7 @@ class NonGaussianDMFT(AbstractModel):
         def one(offset):
             part = dataclasses.replace(self, groups=b, draw_groups=G, group_offset=offset,
                                        replica_batch=None)
-            return dict(loop(part), J=())
+            return dict(loop(part), Y=())
 
         states = jax.lax.map(one, jnp.arange(0, G, b))
         return jax.tree_util.tree_map(lambda x: x.reshape((G,) + x.shape[2:]), states)
@@ -324,9 +324,9 @@ class NonGaussianDMFT(AbstractModel):
         # the responses (K.13, K.14) of the same discrete map: A_n dr[n] = (older slots), with
         # A_n = I + c S_n / m (= I for the explicit step)
         A_n = eye + jnp.einsum("ij,pjk->pik", c, S_n) / m
-        T = jnp.einsum("ijq,pjkq->pikq", R_n * (w_old > 0) if self.implicit else R_n,
-                       s["S"])                                              # R[n,q] S[q], q < n
-        J_n = -(T + _memory_sum(w, T, s["J"])) / m                           # K.13
+        R_sum = R_n * (w_old > 0) if self.implicit else R_n
+        T = jnp.einsum("ijq,pjkq->pikq", R_sum, s["S"])                    # R[n,q] S[q], q < n
+        J_n = -(T + _memory_sum(w, R_sum, s["Y"])) / m                       # K.13
         inner = (s["g"][:, :, None, :] * s["dphi"][:, None, :, None]
                  - jnp.einsum("pjql,pqcl->pjcl", s["S"], s["K"]))
         K_n = (jnp.einsum("l,ijl,pjcl->pic", w_old, R_n, inner)
@@ -334,18 +334,19 @@ class NonGaussianDMFT(AbstractModel):
         if self.implicit:
             J_n = jnp.linalg.solve(A_n, J_n.reshape(P, m, -1)).reshape(J_n.shape)
             K_n = jnp.linalg.solve(A_n, K_n)
+        Y_n = jnp.einsum("pij,pjkl->pikl", S_n, J_n)                          # S[n] J[n, l]
         F_hist = s["F"].at[..., n].set(F_n)
         lam = jnp.linalg.eigvalsh(S_n)[:, -1] / m     # per-draw stiffness lambda_max(S) / m
         lam = jnp.where(stuck & self.implicit, jnp.inf, lam)
         s = dict(s, F=F_hist, g=s["g"].at[..., n].set(g_n), E=s["E"].at[:, n].set(E_n),
                  S=s["S"].at[..., n].set(S_n), K=s["K"].at[..., n].set(K_n),
-                 J=_write_row(s["J"], n, J_n), lam=s["lam"].at[:, n].set(lam))
+                 Y=_write_row(s["Y"], n, Y_n), lam=s["lam"].at[:, n].set(lam))
         abar = self.alpha_bar
         # K.6: M^delta = alpha_bar Mean[S dr[n]/dxi[n]]; dr[n]/dxi[n] = A_n^{-1} (I explicitly)
         resp = (jnp.swapaxes(jnp.linalg.solve(jnp.swapaxes(A_n, 1, 2), S_n), 1, 2)
                 if self.implicit else S_n)
         m_delta = abar * jnp.mean(resp, axis=0)
-        memory = abar * jnp.einsum("pij,pjkl->ikl", S_n, J_n) / P
+        memory = abar * jnp.mean(Y_n, axis=0)
         jump = -abar * jnp.einsum("pij,pjk->ik", S_n, S_n) / (P * m)  # M(t, t^-): J(t^+,t) = -S/m
         m_star = abar / m * jnp.mean(jnp.einsum("pij,pjc->pic", S_n, K_n)
                                      - g_n[:, :, None] * s["dphi"][:, None, :], axis=0)  # K.7
@@ -515,51 +516,53 @@ def _cv_mean(f, g, mu, on):
     return jnp.where(on, mf - beta * (mg - mu), mf)
 
 
-#: Rows per block of the per-draw responses J (see `j_zeros`).
+#: Rows per block of the per-draw responses (see `y_zeros`).
 J_BLOCK = 10
 
 
-def j_zeros(P: int, m: int, size: int, dtype) -> tuple:
-    """The per-draw responses J[p, q, i, j, l] = dr_i[q] / dxi_j[l] (K.13) as blocks of
-    `J_BLOCK` rows q: block b holds rows q0 <= q < q0 + J_BLOCK (q0 = b J_BLOCK) and only the
-    sources l < q0 + J_BLOCK, since J[q, l] = 0 for l >= q. The lower triangle is about half
-    the square (memory), and `_memory_sum` reads each block as one contiguous matrix."""
-    return tuple(jnp.zeros((P, min(J_BLOCK, size - q0), m, m, min(size, q0 + J_BLOCK)), dtype)
+def y_zeros(P: int, m: int, size: int, dtype) -> tuple:
+    """The per-draw responses as Y[q, j, p, k, l] = (S_p[q] J_p[q, l])_jk (K.13: the only form
+    in which J enters the later rows and the memory kernel M = alpha_bar avg Y[n]), in blocks
+    of `J_BLOCK` rows q: block b holds rows q0 <= q < q0 + J_BLOCK (q0 = b J_BLOCK) and only
+    the sources l < q0 + J_BLOCK, since J[q, l] = 0 for l >= q. The lower triangle is about
+    half the square (memory: ~4 N^2 m^2 bytes per draw), and `_memory_sum` reads each block as
+    one contiguous matrix."""
+    return tuple(jnp.zeros((min(J_BLOCK, size - q0), m, P, m, min(size, q0 + J_BLOCK)), dtype)
                  for q0 in range(0, size, J_BLOCK))
 
 
-def _memory_sum(w, T, blocks):
-    """K.13's sum over q < n: sum_{q, j} w_q T[p, i, j, q] J[p, q, j, k, l] -> (P, m, m, L).
+def _memory_sum(w, R, blocks):
+    """K.13's sum over q < n: sum_{q, j} w_q R[n, q]_ij Y[q, j, p, k, l] -> (P, m, m, L).
 
-    Per block one batched matrix product per draw, (i) x (q j) times (q j) x (k l): the
-    blocks' layout keeps the contracted (q, j) adjacent and in the other factor's order, so J
-    is never copied (on the 2-core CPU at P = 200, m = 8, L = 100: 0.37 s per row for the
-    same contraction over a J (P, m, m, L, L) that XLA transposed on every row, 0.08 s over
-    (P, L, m, m, L), 0.045 s over the triangular blocks). Blocks starting at q0 >= L - 1 hold
-    no row q < n <= L - 1 and are skipped."""
-    P, m, _, L = T.shape
-    A = jnp.transpose(T * w, (0, 1, 3, 2))                        # (P, i, q, j)
-    out = jnp.zeros((P, m, m, L), T.dtype)
+    R[n, q] is the same for every draw, so per block this is one matrix product,
+    (i) x (q j) times (q j) x (p k l), that streams the block once. On the 2-core CPU (m = 8,
+    L = 100, one row): 0.37 s per 200 draws as the einsum over J (P, m, m, L, L) that XLA
+    transposed on every row (the old layout), 0.08 s per 200 draws as one product per draw
+    over J (P, L, m, m, L), 0.28 s per 1000 draws with the shared R over these blocks (0.43 s
+    per draw). Blocks starting at q0 >= L - 1 hold no row q < n <= L - 1 and are skipped."""
+    m, _, L = R.shape
+    P = blocks[0].shape[2]
+    A = jnp.transpose(R * w, (0, 2, 1))                           # (i, q, j)
+    out = jnp.zeros((m, P, m, L), R.dtype)
     for b, blk in enumerate(blocks):
         q0 = b * J_BLOCK
         if q0 >= L - 1:
             break
-        rows, ext = min(blk.shape[1], L - q0), blk.shape[-1]
-        part = jax.lax.dot_general(A[:, :, q0:q0 + rows].reshape(P, m, rows * m),
-                                   blk[:, :rows].reshape(P, rows * m, m * ext),
-                                   (((2,), (1,)), ((0,), (0,))))
-        out = out.at[..., :ext].add(part.reshape(P, m, m, ext))
-    return out
+        rows, ext = min(blk.shape[0], L - q0), blk.shape[-1]
+        part = A[:, q0:q0 + rows].reshape(m, rows * m) @ blk[:rows].reshape(rows * m, -1)
+        out = out.at[..., :ext].add(part.reshape(m, P, m, ext))
+    return jnp.transpose(out, (1, 0, 2, 3))
 
 
-def _write_row(blocks, n, J_n) -> tuple:
-    """Row n of J (J_n (P, m, m, L)) written into its block (masked writes: n is traced)."""
+def _write_row(blocks, n, Y_n) -> tuple:
+    """Row n of Y (Y_n (P, m, m, L)) written into its block (masked writes: n is traced)."""
+    Y_n = jnp.transpose(Y_n, (1, 0, 2, 3))                          # (j, p, k, l)
     out = []
     for b, blk in enumerate(blocks):
-        q0, rows, ext = b * J_BLOCK, blk.shape[1], blk.shape[-1]
+        q0, rows, ext = b * J_BLOCK, blk.shape[0], blk.shape[-1]
         here = (n >= q0) & (n < q0 + rows)
         loc = jnp.clip(n - q0, 0, rows - 1)
-        out.append(blk.at[:, loc].set(jnp.where(here, J_n[..., :ext], blk[:, loc])))
+        out.append(blk.at[loc].set(jnp.where(here, Y_n[..., :ext], blk[loc])))
     return tuple(out)
 
 

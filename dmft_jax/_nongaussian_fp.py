@@ -43,9 +43,9 @@ from ._nongaussian import (
     NonGaussianSolution,
     aggregates,
     factor_row,
-    j_zeros,
     path_row,
     shard_draws,
+    y_zeros,
 )
 from ._results import RESULTS
 from ._stepper import Euler, Row, RowWeights
@@ -81,7 +81,7 @@ class _Sweep(AbstractModel):
             xi=zeros((B, m, size), dtype), F=zeros((B, m, size), dtype),
             g=zeros((B, m, size), dtype), E=zeros((B, size), dtype),
             lam=zeros((B, size), dtype), S=zeros((B, m, m, size), dtype),
-            K=zeros((B, m, k, size), dtype), J=j_zeros(B, m, size, dtype)))
+            K=zeros((B, m, k, size), dtype), Y=y_zeros(B, m, size, dtype)))
         return dict(
             self.fixed, **per_draw, e_tr=zeros((size,), dtype), nu_k2=zeros((m, size), dtype),
             k_delta=zeros((m, m, size), dtype), k_memory=zeros((m, m, size, size), dtype),
@@ -90,7 +90,7 @@ class _Sweep(AbstractModel):
 
     def time_axes(self):
         axes = dict(_WEIGHT_AXES, Lf=2, z=1, r0=0, y=0, dphi=0, xi=1, F=1, g=1, E=1, lam=1,
-                    S=1, K=1, J=1, e_tr=1, nu_k2=1)
+                    S=1, K=1, Y=1, e_tr=1, nu_k2=1)
         return dict(axes, **_KERNEL_AXES)
 
     def advancing(self):
