@@ -290,7 +290,10 @@ def run_solve(args, out) -> int:
         sol, t_compile, t_run = timed_solve(model, grid, progress, Euler())
     summary = dict(theory="nongaussian", method=args.method, dynamics="flow", steps=grid.steps,
                    dt=float(grid.dt), m=model.m, k=model.k, draws=args.draws,
-                   groups=args.groups, replica_batch=model.replica_batch or args.groups,
+                   groups=args.groups,
+                   # replicas solved together (the fixed point maps them one at a time)
+                   replica_batch=(1 if args.method == "fixed-point"
+                                  else model.replica_batch or args.groups),
                    seed=args.seed, wall_time_s=round(t_run, 4),
                    compile_time_s=round(t_compile, 4))
     with np.errstate(all="ignore"):       # a diverged solve has huge values: reported below

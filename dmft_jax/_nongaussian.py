@@ -38,12 +38,12 @@ means over draw groups, each group a full, self-consistent solve). The bias of a
 nonlinear feedback is O(groups / draws), below the standard error for draws / groups >~ 100.
 
 **Memory and cost.** Per draw the history of xi, F, g, E (N_t m each), S (N_t m^2), K
-(N_t m k) and the response tensor J (its lower triangle in blocks of `J_BLOCK` rows, about
-4 N_t^2 m^2 bytes in float64: m = 8, N_t = 100: 2.9 MB) is kept; each row reads the whole of
-J once per draw, so the pass is bound by memory traffic, O(P N_t^3 m^2) in total. The
-sampling step solves a least-squares problem of size (N_t m)^2 per row and replica
-(O(N_t^4 m^3) in total). The fixed-point iteration (`nongaussian_fixed_point`) keeps J for
-one batch of draws at a time.
+(N_t m k) and the responses, kept as Y[q, l] = S[q] J[q, l] (`y_zeros`: the lower triangle in
+blocks of `J_BLOCK` rows, about 4 N_t^2 m^2 bytes in float64; m = 8, N_t = 100: 2.9 MB). Each
+row reads every draw's Y once, so the pass is bound by memory traffic, O(P N_t^3 m^2) in total.
+The sampling step solves a least-squares problem of size (N_t m)^2 per row and replica
+(O(N_t^4 m^3) in total). `replica_batch` solves the replicas a few at a time (memory); the
+fixed-point iteration (`nongaussian_fixed_point`) keeps Y for one batch of draws at a time.
 
 Also here: the semi-implicit per-draw step (`implicit`), control variates, the symmetric
 weight side (`symmetric`), forward-mode derivatives at fixed draws. Not done (see
