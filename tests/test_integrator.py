@@ -131,7 +131,7 @@ def test_gradients_through_adaptive_solves_match_finite_differences():
     central finite differences of the adaptive solve itself to 1e-6 (step sizes are not
     differentiated; at rtol = atol = 1e-7 their dependence on the parameters is below that:
     at 1e-6 the difference is 2e-6). Heavy (~100 s on the 2-core CPU): marked `gpu`, with a
-    light version below in the CPU suite."""
+    lighter version below."""
     model = _fig4_model(m=4)
     ctrl = dj.Adaptive(0.3, rtol=1e-7, atol=1e-7, max_steps=330, history=331)
     obs = jax.tree_util.Partial(dj.observables.e_ts, time=0.3)
@@ -151,10 +151,11 @@ def test_gradients_through_adaptive_solves_match_finite_differences():
         np.testing.assert_allclose(fwd[name], fd[name], rtol=1e-6)
 
 
+@pytest.mark.gpu
 def test_adaptive_gradients_light():
-    """The CPU-suite version of the check above: forward mode through the adaptive loop against
-    central finite differences of the adaptive solve (rtol = atol = 1e-6, 5e-6 relative). (The
-    reverse-mode replay compiles for ~40 s: it is checked in the heavy test above.)"""
+    """A lighter version of the check above: forward mode through the adaptive loop against
+    central finite differences of the adaptive solve (rtol = atol = 1e-6, 5e-6 relative). Also
+    in the heavy tier (~25 s on the 2-core CPU, within the suite's time budget no more)."""
     model = _fig4_model(m=4)
     ctrl = dj.Adaptive(0.2, rtol=1e-6, atol=1e-6, max_steps=100, history=101)
     obs = jax.tree_util.Partial(dj.observables.e_ts, time=0.2)
