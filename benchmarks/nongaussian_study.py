@@ -8,8 +8,10 @@ sphere), t <= 2, widths `--ms` (default 4 8 16 32):
   `--seeds` each (the d dependence: finite-d effects must be below the error bars);
 - the Gaussian DMFT (`dmft-jax solve --init`, Euler, dt = `--dt-gauss`, default 0.01);
 - the non-Gaussian DMFT (`dmft-jax solve --theory nongaussian`, Euler, dt = `--dt`,
-  `--draws`; the fixed-point method with draws in batches from m >= 16, whose per-draw
-  responses would not fit in memory in the causal pass).
+  `--draws`; the causal pass, which solves as many replicas at a time as fit in memory, or the
+  fixed-point method with draws in batches from `--fixed-point-from` on; the cached m = 16
+  point was computed with the fixed point, whose fixed point is the pass's solution for the
+  same draws).
 
 For each m and observable (e_tr, e_ts) at t = 1 and 2: the differences theory - networks (at
 the largest d), with combined standard errors, and a log-log fit of |Gaussian - networks|
@@ -22,7 +24,7 @@ a later run with other `--ms` adds to them (per-width settings are recorded), an
 covers every cached width.
 
 Usage: python benchmarks/nongaussian_study.py [--ms 4 8 16 32] [--ds 1000 2000] [--seeds 20]
-       [--draws 8000] [--dt 0.1] [--dt-gauss 0.01] [--cache FILE]
+       [--draws 8000] [--dt 0.1] [--dt-gauss 0.01] [--fixed-point-from 64] [--cache FILE]
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def main(argv=None):
     p.add_argument("--draws", type=int, default=8000)
     p.add_argument("--dt", type=float, default=0.1)
     p.add_argument("--dt-gauss", type=float, default=0.01)
+    p.add_argument("--fixed-point-from", type=int, default=64,
+                   help="use --method fixed-point (batches of 250) from this width on")
     p.add_argument("--out", default=os.path.join(HERE, "results", "nongaussian.md"))
     p.add_argument("--cache", default=os.path.join(HERE, "results", "nongaussian_study.pkl"))
     args = p.parse_args(argv)
@@ -80,7 +84,7 @@ def main(argv=None):
             nets = {d: networks(setting, m, d, args.seeds, 0.01, 2.0)[0] for d in args.ds}
             timing[(m, "networks")] = time.perf_counter() - t0
             g, timing[(m, "gaussian")] = solve(setting, m, args.dt_gauss, [], tmp, "g")
-            fp = m >= 16
+            fp = m >= args.fixed_point_from
             extra = ["--theory", "nongaussian", "--draws", str(args.draws), "--seed", "0"]
             if fp:
                 extra += ["--method", "fixed-point", "--batch", "250"]
