@@ -400,7 +400,7 @@ class NonGaussianDMFT(AbstractModel):
                              "only (spec 7.2, 7.3): solve with dj.Euler() on a TimeGrid")
         weights = {key: s[key] for key in ("a", "v", "C", "R", "nu", "Lf")}
 
-        def factor(w):               # one replica at a time: see `_lstsq`
+        def factor(w):               # one replica at a time: see `_pinv`
             w = self.general_view(w)
             return factor_row(n, w["Lf"], w["C"], w["v"], self.rtol)
 
@@ -538,8 +538,9 @@ def _memory_sum(w, R, blocks):
     (i) x (q j) times (q j) x (p k l), that streams the block once. On the 2-core CPU (m = 8,
     L = 100, one row): 0.37 s per 200 draws as the einsum over J (P, m, m, L, L) that XLA
     transposed on every row (the old layout), 0.08 s per 200 draws as one product per draw
-    over J (P, L, m, m, L), 0.28 s per 1000 draws with the shared R over these blocks (0.43 s
-    per draw). Blocks starting at q0 >= L - 1 hold no row q < n <= L - 1 and are skipped."""
+    over J (P, L, m, m, L); over the triangular blocks, 0.43 s per 1000 draws with one product
+    per draw, 0.28 s with the shared R. Blocks starting at q0 >= L - 1 hold no row
+    q < n <= L - 1 and are skipped."""
     m, _, L = R.shape
     P = blocks[0].shape[2]
     A = jnp.transpose(R * w, (0, 2, 1))                           # (i, q, j)
