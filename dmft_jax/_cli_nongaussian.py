@@ -197,11 +197,11 @@ def _flag_names(text: str) -> str:
 
 
 def _per_draw(N: float, m: float, k: float) -> float:
-    """Numbers kept per draw by the sample side: J (its lower triangle in blocks, ~N^2 m^2 / 2)
+    """Numbers kept per draw by the sample side: the responses (lower triangle in blocks,
+    ~N^2 m^2 / 2)
     and the histories of S, K, xi, F, g, z, E, lam, plus r0, y, grad phi."""
-    from ._nongaussian import J_BLOCK        # (the module imports jax: not at start-up)
-    size = int(N)
-    j = sum(min(J_BLOCK, size - q0) * min(size, q0 + J_BLOCK) for q0 in range(0, size, J_BLOCK))
+    from ._nongaussian import y_blocks        # (the module imports jax: not at start-up)
+    j = sum(rows * ext for rows, ext in y_blocks(int(N)))
     return j * m * m + N * (m * m + m * k + 4 * m + 2) + k + 2
 
 

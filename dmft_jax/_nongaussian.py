@@ -520,6 +520,11 @@ def _cv_mean(f, g, mu, on):
 J_BLOCK = 10
 
 
+def y_blocks(size: int) -> list[tuple[int, int]]:
+    """(rows, sources) of each block of `y_zeros` for `size` stored times."""
+    return [(min(J_BLOCK, size - q0), min(size, q0 + J_BLOCK)) for q0 in range(0, size, J_BLOCK)]
+
+
 def y_zeros(P: int, m: int, size: int, dtype) -> tuple:
     """The per-draw responses as Y[q, j, p, k, l] = (S_p[q] J_p[q, l])_jk (K.13: the only form
     in which J enters the later rows and the memory kernel M = alpha_bar avg Y[n]), in blocks
@@ -527,8 +532,7 @@ def y_zeros(P: int, m: int, size: int, dtype) -> tuple:
     the sources l < q0 + J_BLOCK, since J[q, l] = 0 for l >= q. The lower triangle is about
     half the square (memory: ~4 N^2 m^2 bytes per draw), and `_memory_sum` reads each block as
     one contiguous matrix."""
-    return tuple(jnp.zeros((min(J_BLOCK, size - q0), m, P, m, min(size, q0 + J_BLOCK)), dtype)
-                 for q0 in range(0, size, J_BLOCK))
+    return tuple(jnp.zeros((rows, m, P, m, ext), dtype) for rows, ext in y_blocks(size))
 
 
 def _memory_sum(w, R, blocks):

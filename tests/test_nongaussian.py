@@ -275,9 +275,10 @@ def test_other_steppers_refused():
 
 def test_unstable_draws_fail_the_solve():
     """The shared divergence rule reports a step far beyond the per-draw stability bound
-    (RESULTS.diverged, raised with its message by default). Draws beyond the explicit per-draw step's stability bound (dt lambda_max(S)/m > 2 on
-    two consecutive rows, spec 7.6) are counted and the solve fails (RESULTS.diverged) instead
-    of returning an answer biased by them; at dt = 0.1 there are none."""
+    (RESULTS.diverged, raised with its message by default). Draws beyond the explicit per-draw
+    step's stability bound (dt lambda_max(S)/m > 2 on two consecutive rows, spec 7.6) are
+    counted and the solve fails (RESULTS.diverged) instead of returning an answer biased by
+    them; at dt = 0.1 there are none."""
     model = dj.nongaussian_dmft(QUAD, ZERO_PHI, target=ZERO_TARGET, tau=TAU, a=A0,
                                 alpha_bar=ABAR, draws=DRAWS, key=0, groups=GROUPS)
     bad = dj.solve(model, dj.TimeGrid(1.0, STEPS), throw=False)    # same compilation

@@ -1,6 +1,7 @@
-"""Draws sharded across devices (issue 10, item 4; marked `gpu`: run with `-m gpu`): with two (simulated CPU) devices the causal
-pass splits its replicas and the fixed-point iteration a batch's draws between them, and both
-give the single-device results (common random numbers: the same draws)."""
+"""Draws sharded across devices (issue 10, item 4; marked `gpu`: run with `-m gpu`): with two
+(simulated CPU) devices the causal pass splits its replicas and the fixed-point iteration a
+batch's draws between them, and both give the single-device results (common random numbers:
+the same draws)."""
 
 import os
 import subprocess
