@@ -17,7 +17,7 @@ held-out checks) would: `dmft-jax solve --init` (the Gaussian DMFT, Euler, `--dt
 `dmft-jax solve --theory nongaussian` (the causal pass, `--dt`, `--draws` per key, keys pooled).
 
 Usage: python benchmarks/nongaussian_agreement.py --setting fig4 --m 8 [--d 1000] [--seeds 20]
-       [--dt 0.05] [--draws 8000] [--keys 0 1] [--section NAME]
+       [--dt 0.05] [--draws 8000] [--keys 0 1] [--sampling factor|paths] [--section NAME]
 Writes the section `agreement <setting> m=<m>` of benchmarks/results/nongaussian.md.
 """
 
@@ -84,7 +84,7 @@ def cli(args_list):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def theories(setting, m, dt, draws, keys, t_max, tmp):
+def theories(setting, m, dt, draws, keys, t_max, tmp, sampling="factor"):
     """Gaussian and non-Gaussian DMFT (command line) at TIMES: {name: [(value, se), ...]}."""
     a0 = np.full(m, 1.0) if setting["a0"] is None else np.asarray(setting["a0"], float)
     init = os.path.join(tmp, "init.npz")
@@ -107,7 +107,7 @@ def theories(setting, m, dt, draws, keys, t_max, tmp):
     for key in keys:
         f = os.path.join(tmp, f"ng{key}.npz")
         summary = cli(common + ["--theory", "nongaussian", "--draws", str(draws), "--seed",
-                                str(key), "--out", f])
+                                str(key), "--sampling", sampling, "--out", f])
         z = np.load(f)
         for n, src in dict(e_tr="e_tr", e_ts="e_ts", C_d0="C_d0", a="a_mean",
                            v="v_mean").items():
@@ -147,6 +147,8 @@ def main(argv=None):
     p.add_argument("--dt", type=float, default=0.05, help="DMFT step (both theories)")
     p.add_argument("--draws", type=int, default=8000)
     p.add_argument("--keys", type=int, nargs="+", default=[0])
+    p.add_argument("--sampling", choices=["factor", "paths"], default="factor",
+                   help="the non-Gaussian DMFT's --sampling (section name gets ' paths')")
     p.add_argument("--section", default=None)
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                  "nongaussian.md"))
@@ -158,13 +160,17 @@ def main(argv=None):
     net, ndiv, lr = networks(setting, m, args.d, args.seeds, args.dt_net, t_max)
     t_net = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
-        rows, info = theories(setting, m, args.dt, args.draws, args.keys, t_max, tmp)
-    lines = [f"## Agreement, setting {args.setting}, m = {m}", "",
+        rows, info = theories(setting, m, args.dt, args.draws, args.keys, t_max, tmp,
+                              args.sampling)
+    paths = args.sampling == "paths"
+    lines = [f"## Agreement, setting {args.setting}, m = {m}"
+             + (", path-wise sampling" if paths else ""), "",
              f"h = phihat = {setting['h']}, tau = {setting['tau']}, alpha = {setting['alpha']} "
              f"(alpha_bar = {setting['alpha'] * m:g}), a(0) = "
              f"{setting['a0'] or 1.0}. Networks: d = {args.d}, {args.seeds} seeds ({ndiv} "
              f"diverged), full-batch projected GD, lr = {lr:g} (dt = {args.dt_net:g}). Theories "
-             f"through `dmft-jax solve`, Euler dt = {args.dt:g}; non-Gaussian: {args.draws} "
+             f"through `dmft-jax solve`, Euler dt = {args.dt:g}; non-Gaussian "
+             f"(`--sampling {args.sampling}`): {args.draws} "
              f"draws x keys {args.keys} (pooled). Cells: value (se); for the theories also the "
              "difference to the networks / the allowance 3 combined se + 0.005, and ok / MISS.",
              ""]
@@ -195,7 +201,8 @@ def main(argv=None):
     header = ("# The non-Gaussian DMFT against real networks (issue 10)\n\n"
               "Written by `benchmarks/nongaussian_check.py` and "
               "`benchmarks/nongaussian_agreement.py` (settings in their docstrings).\n")
-    replace_section(args.out, "nongaussian", args.section or f"agreement {args.setting} m={m}",
+    section = f"agreement {args.setting} m={m}" + (" paths" if paths else "")
+    replace_section(args.out, "nongaussian", args.section or section,
                     text, header)
 
 

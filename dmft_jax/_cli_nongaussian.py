@@ -27,8 +27,10 @@ METHODS = {"gaussian": ("euler", "trapezoid"), "nongaussian": ("pass", "fixed-po
 DRAWS, SEED, GROUPS, TOL, MAX_ITER, BATCH = 4000, 0, 8, 1e-4, 50, 256
 #: Flags that only the non-Gaussian theory takes (attribute names).
 NG_ONLY = ("draws", "seed", "groups", "antithetic", "exchangeable", "control_variates", "implicit",
-           "tol", "max_iter",
-           "batch")
+           "sampling", "tol", "max_iter", "batch")
+#: --sampling values: the Gaussian paths from a factor of the Euler covariance (clipped where
+#: it is not PSD) or the path-wise weight side (PSD by construction; spec 7.5).
+SAMPLINGS = ("factor", "paths")
 #: Flags of the adaptive Gaussian solve, refused by the non-Gaussian theory.
 _ADAPTIVE = ("t_max", "rtol", "atol", "history", "max_decimation_error", "max_steps",
              "save_at", "checkpoint")
@@ -53,6 +55,12 @@ def add_nongaussian_arguments(p: argparse.ArgumentParser, *, fixed_point: bool =
     g.add_argument("--implicit", action="store_true", default=S,
                    help="the semi-implicit per-draw step (spec 7.6): stiff draws do not force a "
                         "smaller --dt (first order, O(dt) from the explicit step)")
+    g.add_argument("--sampling", type=Choice(SAMPLINGS), default=S, metavar="factor|paths",
+                   help="factor (default): the Gaussian paths from a causal factor of the "
+                        "weight side's Euler covariance, its negative Schur complements clipped "
+                        "and reported; paths: the path-wise weight side (spec 7.5), the draws' "
+                        "paths are the effective weight process itself, positive semidefinite "
+                        "by construction (--method pass; not with --control-variates)")
     g.add_argument("--control-variates", action="store_true", default=S,
                    help="estimate da/dt and e_tr with the Gaussian model's error at the same "
                         "paths as control variates (closed-form means; smaller standard "
@@ -115,9 +123,13 @@ def check_flags(args, command: str = "solve") -> None:
     if args.method != "fixed-point":
         no([f for f, k in (("--tol", "tol"), ("--max-iter", "max_iter"), ("--batch", "batch"))
             if hasattr(args, k)], "only --method fixed-point iterates")
+    elif getattr(args, "sampling", "factor") == "paths":
+        raise UsageError("--sampling paths is the causal pass's (--method pass): the fixed "
+                         "point samples its paths from a factor of each iterate")
     for name, default in (("draws", DRAWS), ("seed", SEED), ("groups", GROUPS),
                           ("antithetic", False), ("exchangeable", False),
-                          ("control_variates", False), ("implicit", False), ("tol", TOL),
+                          ("control_variates", False), ("implicit", False),
+                          ("sampling", "factor"), ("tol", TOL),
                           ("max_iter", MAX_ITER), ("batch", None)):
         if not hasattr(args, name):
             setattr(args, name, default)
@@ -176,7 +188,7 @@ def model_from_args(args):
                                  groups=args.groups, freeze_a=args.freeze_a,
                                  antithetic=args.antithetic, exchangeable=args.exchangeable,
                                  control_variates=args.control_variates,
-                                 implicit=args.implicit,
+                                 implicit=args.implicit, paths=args.sampling == "paths",
                                  # the causal pass runs an exchangeable weight side in the
                                  # two-number algebra (the same result to round-off)
                                  symmetric=args.exchangeable and args.method == "pass")
@@ -190,6 +202,8 @@ def model_from_args(args):
 def _flag_names(text: str) -> str:
     """The library's message with its argument names spelled as flags."""
     for word, flag in (("draws must", "--draws must"), ("groups must", "--groups must"),
+                       ("paths=True", "--sampling paths"),
+                       ("control_variates need", "--control-variates need"),
                        ("exchangeable=True", "--exchangeable"), ("groups x 2", "--groups x 2"),
                        ("antithetic pairs", "--antithetic pairs")):
         text = text.replace(word, flag)
@@ -209,7 +223,8 @@ def solve_bytes(model, steps: int, together: int | None = None) -> float:
     """Estimated peak bytes of the causal pass with `together` replicas solved at once (default
     the model's `replica_batch`, or all): the buffers of `NonGaussianDMFT.init`, per draw J
     (~N^2 m^2 / 2), S, K, xi, F, g, z, E, lam (N (m^2 + m k + 4 m + 2)) and per replica Lf, C, R
-    (3 N^2 m^2) plus the least-squares solve ((N m)^2, a few copies); about twice that for
+    (3 N^2 m^2) plus the least-squares solve ((N m)^2, a few copies) and, with `paths`, the
+    couplings (draws per replica squared); about twice that for
     XLA's copies in the loop, the output arrays (4 N^2 m^2) and every replica's one-time
     histories."""
     N, m, k = float(steps) + 1, float(model.m), float(model.k)
@@ -217,6 +232,8 @@ def solve_bytes(model, steps: int, together: int | None = None) -> float:
     P = float(model.draws) * G
     per_draw = _per_draw(N, m, k)
     per_group = 3 * N * N * m * m + 4 * (N * m) ** 2 + N * (m * k + 4 * m + 8)
+    if model.paths:         # the path-wise weight side's couplings (draws x draws)
+        per_group += float(model.draws) ** 2
     histories = model.draws * model.groups * N * (2 * m + 2) + model.groups * per_group
     return 8 * (2 * (P * per_draw + G * per_group) + 4 * N * N * m * m + histories)
 
@@ -294,7 +311,7 @@ def run_solve(args, out) -> int:
                    # replicas solved together (the fixed point maps them one at a time)
                    replica_batch=(1 if args.method == "fixed-point"
                                   else model.replica_batch or args.groups),
-                   seed=args.seed, wall_time_s=round(t_run, 4),
+                   sampling=args.sampling, seed=args.seed, wall_time_s=round(t_run, 4),
                    compile_time_s=round(t_compile, 4))
     with np.errstate(all="ignore"):       # a diverged solve has huge values: reported below
         arrays = solution_arrays(sol)
@@ -422,7 +439,8 @@ def metadata(args) -> dict:
     """The scalar entries that identify a non-Gaussian out file."""
     return dict(theory=np.asarray("nongaussian"), dynamics=np.asarray("flow"),
                 method=np.asarray(args.method), draws=np.asarray(args.draws),
-                groups=np.asarray(args.groups), seed=np.asarray(args.seed))
+                groups=np.asarray(args.groups), seed=np.asarray(args.seed),
+                sampling=np.asarray(getattr(args, "sampling", "factor")))
 
 
 def figure(arrays: dict, title: str = ""):

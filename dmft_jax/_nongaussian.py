@@ -69,7 +69,7 @@ from ._covariance import AbstractKernel, Activation, Target, activation, covaria
 from ._dmft import Kernels, check_initialization, weight_row, weight_terms, weight_write
 from ._integrate import AbstractModel
 from ._solution import Solution
-from ._stepper import RowWeights
+from ._stepper import Row, RowWeights
 
 
 def _d1(fn):
@@ -125,6 +125,7 @@ class NonGaussianDMFT(AbstractModel):
     replica_batch: int | None = eqx.field(static=True, default=None)
     draw_groups: int | None = eqx.field(static=True, default=None)
     group_offset: Array = 0
+    paths: bool = eqx.field(static=True, default=False)
 
     @property
     def m(self) -> int:
@@ -181,20 +182,48 @@ class NonGaussianDMFT(AbstractModel):
         grad phi(r0) (G, P, k). One call to the generator (its compilation dominates small
         problems)."""
         G, P, m, k, dtype = self.groups, self.draws, self.m, self.k, self.dtype
-        flat = jax.random.normal(self.key, (self.draw_groups or G, P, m * size + k + 1), dtype)
+        # the path-wise weight side needs normals at t = 0 only: its draws (z (G, P, m)) do
+        # not depend on the grid, so grids of different steps share them
+        size_z = 1 if self.paths else size
+        flat = jax.random.normal(self.key, (self.draw_groups or G, P, m * size_z + k + 1),
+                                 dtype)
         flat = jax.lax.dynamic_slice_in_dim(flat, self.group_offset, G)   # see run_fixed
         half = flat[:, :P // 2]
         pairs = jnp.concatenate([half, -half, flat[:, 2 * (P // 2):]], axis=1)
         flat = jnp.where(self.antithetic, pairs, flat)
-        z = flat[..., :m * size].reshape(G, P, m, size)
-        r0 = flat[..., m * size:m * size + k]
+        z = flat[..., :m * size_z].reshape((G, P, m) + ((size,) if not self.paths else ()))
+        r0 = flat[..., m * size_z:m * size_z + k]
+        if self.paths:       # avg r0 r0^T = I_k exactly: v(t) then has no Monte Carlo noise
+            r0 = jax.vmap(_unit_second_moment)(r0)      # from it (see `_whitened`)
         eps = self.tau * flat[..., -1]
         if self.phi is None:
             y, dphi = eps, jnp.zeros((G, P, k), dtype)
         else:
             y = self.phi(r0) + eps
             dphi = jax.grad(lambda x: jnp.sum(self.phi(x)))(r0)
-        return dict(z=z, r0=r0, y=y, dphi=dphi)
+        out = dict(z=z, r0=r0, y=y, dphi=dphi)
+        return dict(out, G=self._couplings()) if self.paths else out
+
+    def _couplings(self):
+        """The fixed Gaussian couplings of the path-wise weight side (spec 7.5), (G, P, P):
+        draw p's noise is zeta_p(t) = sqrt(alpha_bar / count) sum_q G_pq F_q(t), no
+        self-coupling (G_pp = 0), count the nonzero entries of a row. Independent G_pq and
+        G_qp (not symmetric): the reaction of F_q to zeta_p then averages out at O(1/sqrt(P))
+        and zeta_p is Gaussian with covariance C^E (K.8') as P grows. Antithetic draws (p and
+        p' = p + P/2) get opposite rows and no coupling to each other, so zeta_p' = -zeta_p and
+        their paths stay opposite."""
+        G, P, dtype = self.groups, self.draws, self.dtype
+        key = jax.random.fold_in(self.key, 1)
+        g = jax.random.normal(key, (self.draw_groups or G, P, P), dtype)
+        g = jax.lax.dynamic_slice_in_dim(g, self.group_offset, G)
+        idx, half = jnp.arange(P), P // 2
+        partner = jnp.where(idx < half, idx + half, jnp.where(idx < 2 * half, idx - half, idx))
+        pair = jnp.where((idx >= half) & (idx < 2 * half), idx - half, idx)
+        anti = self.antithetic & (P >= 2)
+        flip = jnp.where(anti & (idx >= half) & (idx < 2 * half), -1.0, 1.0)
+        g = jnp.where(anti, flip[None, :, None] * g[:, pair, :], g)
+        drop = (idx[:, None] == idx[None, :]) | (anti & (partner[:, None] == idx[None, :]))
+        return jnp.where(drop, 0.0, g)
 
     def init(self, size: int) -> dict:
         """Buffers with a leading replica axis (groups), and the draws (`draws_of`)."""
@@ -225,17 +254,52 @@ class NonGaussianDMFT(AbstractModel):
             Y=y_zeros(P, m, size, dtype),
         )
         s = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (G,) + x.shape), one)
+        s = dict(s, **self.draws_of(size))
+        if self.paths:
+            s = jax.vmap(self._start_paths)(s)
         # replicas are independent: with several devices each holds some of them
-        return shard_draws(dict(s, **self.draws_of(size)))
+        return shard_draws(s)
+
+    def _mat(self, x):
+        """An m x m matrix (m, m, ...) in the weight side's algebra (its (D, O) pair under
+        `Symmetric`)."""
+        return _pair(x) if self.symmetric else x
+
+    def _vec(self, x):
+        """A neuron vector (m, ...) in the weight side's algebra (its mean under `Symmetric`)."""
+        return jnp.mean(x, axis=0) if self.symmetric else x
+
+    def _measured(self, n, s, xi_n):
+        """The path-wise weight side's C(t_n, t_l <= t_n) = avg_p xi_p[n] xi_p[l]^T (m, m, L)
+        and v(t_n) = avg_p xi_p[n] r0_p^T (m, k): the draws' own covariances (spec 7.5)."""
+        P = xi_n.shape[0]
+        past = jnp.arange(s["xi"].shape[-1]) <= n
+        c_row = jnp.where(past, jnp.einsum("pi,pjl->ijl", xi_n, s["xi"]) / P, 0.0)
+        eye = jnp.eye(self.m, dtype=xi_n.dtype)
+        c_nn = c_row[..., n] * (1 - eye) + eye        # exact after `_normalized`
+        return c_row.at[..., n].set(c_nn), xi_n.T @ s["r0"] / P
+
+    def _start_paths(self, s):
+        """One replica's paths at t = 0 for the path-wise weight side: xi_p[0] = (C(0,0) -
+        v v^T)^(1/2) z_p[0] + v(0) r0_p (N3, N5; exact: C(0, 0) is PSD), normalized, and the
+        measured C(0, 0), v(0) in place of the given ones."""
+        q0 = self.c0 - self.v0 @ self.v0.T
+        xi0 = _normalized(_whitened(s["z"], s["r0"]) @ psd_sqrt(q0).T
+                          + s["r0"] @ self.v0.T)
+        s = dict(s, xi=s["xi"].at[..., 0].set(xi0))
+        c_row, v0 = self._measured(0, s, xi0)
+        alg = self.algebra
+        return dict(s, C=alg.history_set(s["C"], 0, self._mat(c_row), column=True),
+                    v=s["v"].at[..., 0].set(self._vec(v0)))
 
     def time_axes(self):
         two = ("C", "R", "Lf")
-        zero = ("r0", "y", "dphi")
+        zero = ("r0", "y", "dphi", "G")
         out = {key: (2 if key in two else 0 if key in zero else 1)
                for key in ("a", "v", "C", "R", "nu", "rho", "nu_k2", "e_tr", "clipped",
                            "mismatch", "Lf", "xi", "F", "g", "E", "lam", "S", "K", "Y", "z",
                            "r0", "y", "dphi")}
-        return out
+        return dict(out, G=0, z=0) if self.paths else out
 
     def advancing(self):
         return frozenset({"a", "v", "C", "R"})
@@ -394,10 +458,56 @@ class NonGaussianDMFT(AbstractModel):
         row = weight_row(self.algebra, n, s, wts, x)                      # W1-W4 rates
         return s, row._replace(stiff=None)
 
+    def _row_paths(self, n, s, wts: RowWeights):
+        """Row n with the path-wise weight side (spec 7.5, `paths`): the draws' paths xi_p
+        are the weight side's effective process (K.3 with N5-N7) itself, advanced by the
+        stepper from the rate
+
+            d xi_p/dt = -nu xi_p - (1/m) [M^delta xi_p(t) + int_0^t M(t, s) xi_p(s) ds]
+                        - M* r0_p + zeta_p(t),   zeta_p = sqrt(alpha_bar / count) G_p. F(t)
+
+        (`_couplings`), so their law is a covariance by construction (no factor, nothing
+        clipped), and C, v are the draws' own averages (`_measured`). R (W1) and a (K.1) stay
+        deterministic; nu is W5 at the measured C, v; the write normalizes each neuron's paths
+        (`_normalized`: C_ii(t, t) = 1, as projected GD keeps |w_i| = 1)."""
+        view = self.general_view(s)
+        xi_n = view["xi"][..., n]
+        view, kernels = self._sample_side(n, view, wts, xi_n)
+        weights = ("a", "v", "C", "R", "nu")
+        s = {key: (s[key] if key in weights else view[key]) for key in view}
+        s, x = weight_terms(self.algebra, n, s, wts, self._pairs(kernels))
+        row = weight_row(self.algebra, n, s, wts, x)
+        m, P = self.m, xi_n.shape[0]
+        nu = self.general_view(s)["nu"][..., n]
+        inst = kernels.delta + wts.upper * kernels.memory_jump
+        count = jnp.maximum(jnp.sum(s["G"][0] != 0), 1)
+        zeta = jnp.sqrt(self.alpha_bar / count) * (s["G"] @ s["F"][..., n])
+        # The noise is independent of (xi(0), r0) (spec 4.2): its sample correlation with them
+        # is pure Monte Carlo noise in C(t, 0) and v(t); project it out (O((m + k)/P) change)
+        base = jnp.concatenate([s["r0"], s["xi"][..., 0]], axis=1)
+        zeta = zeta - base @ jnp.linalg.solve(base.T @ base, base.T @ zeta)
+        drift = (-nu * xi_n - xi_n @ inst.T / m
+                 - jnp.einsum("l,ijl,pjl->pi", wts.w, kernels.memory, s["xi"]) / m
+                 + s["r0"] @ kernels.force.T + zeta)
+        return s, Row(dict(row.front, xi=xi_n), dict(row.rate, xi=drift),
+                      dict(row.after, xi=jnp.zeros_like(xi_n)), None)
+
+    def _write_paths(self, n, s, front):
+        """Write row n of the path-wise weight side: the advanced paths, normalized, and C, v
+        measured on them in place of the stepped ones (see `_row_paths`)."""
+        xi_n = _normalized(front["xi"])
+        s = dict(s, xi=s["xi"].at[..., n].set(xi_n))
+        c_row, v_n = self._measured(n, s, xi_n)
+        front = dict(front, C=self._mat(c_row), C_eq=self._mat(c_row[..., n]),
+                     v=self._vec(v_n))
+        return weight_write(self.algebra, n, s, front)
+
     def row(self, n, s, wts: RowWeights):
         if wts.jumps:
             raise ValueError("NonGaussianDMFT implements the causal pass with the Euler stepper "
                              "only (spec 7.2, 7.3): solve with dj.Euler() on a TimeGrid")
+        if self.paths:
+            return jax.vmap(self._row_paths, in_axes=(None, 0, None))(n, s, wts)
         weights = {key: s[key] for key in ("a", "v", "C", "R", "nu", "Lf")}
 
         def factor(w):               # one replica at a time: see `_pinv`
@@ -408,6 +518,8 @@ class NonGaussianDMFT(AbstractModel):
             n, s, wts, jax.lax.map(factor, weights))
 
     def write(self, n, s, front):
+        if self.paths:
+            return jax.vmap(lambda st, fr: self._write_paths(n, st, fr))(s, front)
         return jax.vmap(lambda st, fr: weight_write(self.algebra, n, st, fr))(s, front)
 
     # --------------------------------------------------------------- result
@@ -682,6 +794,30 @@ def factor_row(n, Lf, C, v, rtol):
     return jnp.where(past, row, 0.0).at[..., n].set(l_nn), clipped, mismatch
 
 
+def _unit_second_moment(x):
+    """x (P, k) times the inverse square root of its mean square avg x x^T (then I_k);
+    a linear map of the columns, so antithetic pairs stay opposite."""
+    lam, U = jnp.linalg.eigh(x.T @ x / x.shape[0])
+    return x @ (U / jnp.sqrt(lam)) @ U.T
+
+
+def _whitened(z, r0):
+    """Normals z (P, m) made orthogonal to the draws' r0 (P, k) and to each other with mean
+    square 1 (avg z z^T = I, avg z r0^T = 0 exactly): the initial paths of the path-wise
+    weight side then have C(0, 0) = I (and v(0) = 0) without Monte Carlo noise, as in the
+    factor construction. Needs P >= m + k. Antithetic pairs stay opposite."""
+    P = z.shape[0]
+    q, _ = jnp.linalg.qr(jnp.concatenate([r0, z], axis=1))
+    ortho = q[:, r0.shape[1]:]
+    signs = jnp.sign(jnp.sum(ortho * z, axis=0))      # keep each column close to its z
+    return jnp.sqrt(P) * ortho * jnp.where(signs == 0, 1.0, signs)
+
+
+def _normalized(xi):
+    """Paths (P, m) with each neuron's mean square over the draws set to 1 (C_ii(t, t) = 1)."""
+    return xi / jnp.sqrt(jnp.mean(xi**2, axis=0))
+
+
 def path_row(n, row, z, r0, v):
     """xi_p[n] = v[n] r0_p + sum_{l<=n} Lf[n, l] z_p[l] (N3): (P, m)."""
     return jnp.einsum("ijl,pjl->pi", row, z) + r0 @ v[..., n].T
@@ -813,7 +949,8 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
                      k: int | None = None, freeze_a: bool = False, antithetic: bool = False,
                      exchangeable: bool = False, control_variates: bool = False,
                      symmetric: bool = False, implicit: bool = False, newton: int = 20,
-                     rtol: float = 1e-7, replica_batch: int | None = None) -> NonGaussianDMFT:
+                     rtol: float = 1e-7, replica_batch: int | None = None,
+                     paths: bool = False) -> NonGaussianDMFT:
     """The non-Gaussian DMFT (spec nongaussian.md) from a deterministic initialization, validated.
 
     **Arguments:**
@@ -845,6 +982,12 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
       after another (a divisor of `groups`; None: all together). The results are the same
       (same draws); the memory of the per-draw responses falls to replica_batch / groups of
       it (m = 8, 100 steps: ~4 GB per 1000 draws solved together).
+    - `paths`: the path-wise weight side of spec 7.5: the draws' Gaussian paths are the weight
+      side's effective process itself, driven by a noise built from the other draws' F, so
+      their covariance is positive semidefinite by construction (nothing is clipped, no
+      factor is computed) and C, v are measured on them; see `NonGaussianDMFT._row_paths`.
+      Not with `control_variates` (their closed-form means need the paths' exact Gaussian
+      law) nor with the fixed-point iteration.
     - `freeze_a`: keep a(t) = a(0) (drop K.1). `antithetic`, `exchangeable`,
       `control_variates`, `rtol`: see
       `NonGaussianDMFT`; `exchangeable` needs a symmetric initialization (all a_i(0) equal,
@@ -922,6 +1065,10 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
                                       or groups % int(replica_batch)):
         raise ValueError(f"replica_batch must be a positive divisor of groups = {groups}, got "
                          f"{replica_batch!r}")
+    if paths and control_variates:
+        raise ValueError("control_variates need the exact Gaussian law of the paths (their "
+                         "closed-form means); the path-wise weight side (paths=True) samples "
+                         "that law only as the draws grow: use one or the other")
     dtype = jnp.result_type(float)
     return NonGaussianDMFT(
         sigma=sigma, phi=phi, h=h, target=target,
@@ -931,7 +1078,7 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
         antithetic=jnp.asarray(bool(antithetic)), exchangeable=jnp.asarray(bool(exchangeable)),
         control_variates=jnp.asarray(bool(control_variates)), symmetric=bool(symmetric),
         implicit=bool(implicit), newton=int(newton), rtol=float(rtol),
-        replica_batch=None if replica_batch is None else int(replica_batch))
+        replica_batch=None if replica_batch is None else int(replica_batch), paths=bool(paths))
 
 
 def linear_activation(s1: float):

@@ -367,6 +367,10 @@ def prepare(model, grid, *, tol, max_iter, damping, anderson, window, batch):
         raise ValueError("the fixed-point iteration runs the weight side in the general "
                          "algebra: build the model with symmetric=False (exchangeable=True "
                          "averages the kernels the same way)")
+    if model.paths:
+        raise ValueError("the fixed-point iteration samples its paths from a factor of the "
+                         "iterate's C, v: build the model with paths=False (the path-wise "
+                         "weight side is the causal pass's)")
     if not (np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be positive and finite, got {tol}")
     if int(max_iter) != max_iter or max_iter < 1:

@@ -119,6 +119,24 @@ def test_json_summary_and_figure(files, capsys, tmp_path):
     assert code == 0 and "2 series" in out[-1] and (tmp_path / "c.png").stat().st_size > 0
 
 
+def test_path_wise_sampling(files, capsys, tmp_path):
+    """--sampling paths (the path-wise weight side, spec 7.5): recorded in the JSON record and
+    the out file; nothing clipped; the same physics as the factor construction within the
+    Monte Carlo error plus their O(dt) difference (tests/test_nongaussian_paths.py)."""
+    out = tmp_path / "paths.npz"
+    code, lines, err = _run(capsys, ["solve"] + PHYSICS + NG + [
+        "--init", str(files["dir"] / "init.npz"), "--sampling", "paths", "--json",
+        "--out", str(out)])
+    assert code == 0 and err == [], err
+    assert json.loads(lines[-1])["sampling"] == "paths"
+    f, ref = np.load(out), np.load(files["s0"])
+    assert str(f["sampling"]) == "paths" and str(ref["sampling"]) == "factor"
+    assert np.all(f["clipped"] == 0) and np.all(ref["clipped"] >= 0)
+    for name in ("e_tr", "a_mean", "C_d0"):
+        se = np.hypot(f[name + "_se"], ref[name + "_se"])
+        assert np.all(np.abs(f[name] - ref[name]) <= 4 * se + 0.01), name
+
+
 BAD = [
     (["--t-max", "3"], "--t-max"),
     (["--rtol", "1e-3"], "--rtol"),
@@ -136,6 +154,9 @@ BAD = [
     (["--exchangeable", "--a0", "1", "--init", "init.npz"], "--init"),
     (["--exchangeable", "--init", "init.npz"], "--exchangeable"),
     (["--steps", "100000", "--m", "2"], "memory"),
+    (["--sampling", "paths", "--control-variates"], "--control-variates"),
+    (["--method", "fixed-point", "--sampling", "paths"], "--sampling paths"),
+    (["--sampling", "cholesky"], "--sampling"),
 ]
 
 
@@ -154,7 +175,8 @@ def test_bad_invocation_is_one_line(extra, culprit, tmp_path, monkeypatch, capsy
     assert sorted(os.listdir(tmp_path)) == ["init.npz"]
 
 
-@pytest.mark.parametrize("extra", [["--draws", "800"], ["--method", "pass"], ["--seed", "1"]])
+@pytest.mark.parametrize("extra", [["--draws", "800"], ["--method", "pass"], ["--seed", "1"],
+                                   ["--sampling", "paths"]])
 def test_gaussian_solve_refuses_nongaussian_flags(extra, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, out, err = _run(capsys, ["solve", "--steps", "5"] + extra + ["--out", "x.npz"])
