@@ -7,9 +7,10 @@ Fig. 4 setting (h = phihat = 0.9 q + q^3/6, tau = 0.3, alpha = 0.3, a_i(0) = 1),
 in its own process: run time and compile time from its JSON summary, peak resident memory
 from the operating system (`os.wait4`), the process's wall time (import, compilation, run,
 output); the command line solves as many replicas at a time as fit in memory
-(`replica_batch`). Configurations (`--configs`, each `method:m:draws[:batch[:max_iter]]`): by
-default the causal pass at m = 8 with 800 and 10^4 draws (the judged configuration) and one
-iteration of the fixed point with 800 draws. `--memory`: the
+(`replica_batch`). Configurations (`--configs`, each `method:m:draws[:batch[:max_iter]]`, method
+`pass`, `paths` (the pass with `--sampling paths`) or `fixed-point`): by default the causal pass
+at m = 8 with 800 and 10^4 draws (the judged configuration), with the factor construction and
+with path-wise sampling, and one iteration of the fixed point with 800 draws. `--memory`: the
 peak memory of the fixed-point iteration from XLA's buffer assignment of the compiled solve
 (not run), at m = 16 and m = 8 with 10^4 draws.
 
@@ -31,7 +32,8 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from _report import replace_section  # noqa: E402
 
-DEFAULT = ["pass:8:800", "pass:8:10000", "fixed-point:8:800:100:1"]
+DEFAULT = ["pass:8:800", "pass:8:10000", "paths:8:800", "paths:8:10000",
+           "fixed-point:8:800:100:1"]
 #: Compile-only memory analyses (XLA's buffer assignment; `m:steps:draws:batch`): the
 #: fixed-point iteration at m = 16, 100 steps, 10^4 draws, whose path factor alone (a
 #: least-squares solve of size (N m)^2 = 1616^2 per row and replica) would take hours to run.
@@ -45,7 +47,9 @@ def run(method, m, draws, batch, max_iter, steps, dt, tmp):
     cmd = [sys.executable, "-m", "dmft_jax", "solve", "--theory", "nongaussian",
            "--h", "0,0.9,0,0.16666666666666666", "--target", "same", "--tau", "0.3",
            "--alpha", "0.3", "--init", init, "--dt", str(dt), "--steps", str(steps),
-           "--draws", str(draws), "--groups", "8", "--method", method, "--json"]
+           "--draws", str(draws), "--groups", "8", "--json"]
+    cmd += ["--method", "pass", "--sampling", "paths"] if method == "paths" else ["--method",
+                                                                                 method]
     if method == "fixed-point":
         cmd += ["--batch", str(batch), "--max-iter", str(max_iter)]
     t0 = time.perf_counter()
@@ -137,14 +141,21 @@ def main(argv=None):
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["summary"]
-        its = s.get("iterations") or (1 if r["method"] == "pass" else None)
+        its = s.get("iterations") or (1 if r["method"] in ("pass", "paths") else None)
         run_s = s.get("wall_time_s")
         per = (run_s / its / (r["draws"] / 1000)) if (run_s and its) else None
-        lines.append(f"| {r['method']} | {r['m']} | {r['draws']} | {r['batch'] or '-'} | "
+        name = "pass, --sampling paths" if r["method"] == "paths" else r["method"]
+        lines.append(f"| {name} | {r['m']} | {r['draws']} | {r['batch'] or '-'} | "
                      f"{s.get('replica_batch', '-')} | {its} | {r['code']} | {run_s} | "
                      f"{s.get('compile_time_s')} | {r['wall']:.1f} | "
                      f"{'' if per is None else f'{per:.1f}'} | {r['peak_gb']:.2f} |")
-    mems = [memory(spec) for spec in args.memory]
+    mems = []
+    for spec in args.memory:
+        if f"memory:{spec}" not in cache:
+            cache[f"memory:{spec}"] = memory(spec)
+            with open(args.cache, "w") as f:
+                json.dump(cache, f)
+        mems.append(cache[f"memory:{spec}"])
     if mems:
         lines += ["", "Fixed-point iteration, compiled but not run (XLA's buffer assignment: "
                   "temporaries + arguments + outputs):", "",

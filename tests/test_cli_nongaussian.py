@@ -184,13 +184,15 @@ def test_gaussian_solve_refuses_nongaussian_flags(extra, tmp_path, monkeypatch, 
 
 
 @pytest.mark.gpu  # heavy tier: a compilation of its own (CI time)
-def test_grad_forward_equals_central_differences(capsys):
+@pytest.mark.parametrize("sampling", ["factor", "paths"])
+def test_grad_forward_equals_central_differences(sampling, capsys):
     """grad --theory nongaussian (forward mode, fixed draws) against central differences of the
     library's solve with the same seed: h = 0.6 q + 0.4 q^2, phi = sigma, m = 2, 8 steps of
-    dt = 0.1, 400 draws in 4 replicas; the value is the library's to 1e-12."""
+    dt = 0.1, 400 draws in 4 replicas; the value is the library's to 1e-12. Both samplings."""
     argv = ["grad", "--theory", "nongaussian", "--h", "0,0.6,0.4", "--m", "2", "--a0", "1",
             "--alpha", "1", "--tau", "0.3", "--steps", "8", "--dt", "0.1", "--draws", "400",
-            "--groups", "4", "--observable", "gap", "--wrt", "a0,tau,alpha"]
+            "--groups", "4", "--observable", "gap", "--wrt", "a0,tau,alpha",
+            "--sampling", sampling]
     code, out, err = _run(capsys, argv)
     assert code == 0 and err == [], err
     res = json.loads(out[-1])
@@ -199,7 +201,7 @@ def test_grad_forward_equals_central_differences(capsys):
     @jax.jit
     def gap(a, tau, alpha):
         model = dj.nongaussian_dmft([0.0, 0.6, 0.4], "same", tau=0.3, a=[1.0, 1.0], alpha=1.0,
-                                    draws=400, key=0, groups=4)
+                                    draws=400, key=0, groups=4, paths=sampling == "paths")
         model = dataclasses.replace(model, a0=a, tau=tau, alpha_bar=2 * alpha)
         sol = dj.solve(model, grid, throw=False)
         return sol.e_ts[-1] - sol.e_tr[-1]
