@@ -116,7 +116,10 @@ def general_case():
     return _case("general")
 
 
-@pytest.fixture(params=["symmetric_case", "general_case"])
+# The general-algebra case runs in the heavy tier (its forward, reverse and finite-difference
+# compilations take ~25 s of the CPU suite); the symmetric case covers the same adjoint code.
+@pytest.fixture(params=["symmetric_case",
+                        pytest.param("general_case", marks=pytest.mark.gpu)])
 def case(request):
     return request.getfixturevalue(request.param)
 

@@ -8,6 +8,8 @@ Settings of tests/test_nongaussian.py (m = 2, alpha_bar = 2, a(0) = (1.2, 0.6), 
 
 import functools
 
+import equinox as eqx
+
 import jax
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from test_nongaussian import (A0, ABAR, DRAWS, GROUPS, QUAD, TAU, ZERO_PHI, ZERO
 
 jax.config.update("jax_enable_x64", True)
 
-DT, T_END = 0.1, 2.0
+DT, T_END = 0.1, 1.0
 NAMES = ("a", "e_tr", "C_t0", "v", "nu")
 
 
@@ -54,8 +56,9 @@ def test_linear_identity_holds_in_the_limit():
     extrapolation 2 X(dt/2) - X(dt) of every replica removes that O(dt) error: the extrapolated
     non-Gaussian DMFT equals the extrapolated Gaussian DMFT within 4 standard errors (replica
     spread of the extrapolated values) plus 0.002 (the O(dt^2) remainder), and the extrapolation
-    removes most of the dt = 0.1 difference (measured: 0.0104 -> 0.0017 in a, 0.0056 ->
-    0.0008 in e_tr)."""
+    removes most of the dt = 0.1 difference (measured over t <= 1: 0.0101 -> 0.0013 in a,
+    0.0053 -> 0.0007 in e_tr, 0.0081 -> 0.0011 in C(t, 0); ratios <= 0.14 against the 0.35
+    asserted)."""
     (coarse, fine), (g4, g8) = linear_paths()
     ref = {n: 2 * _on_coarse(getattr(g8, n), 8) - _on_coarse(getattr(g4, n), 4) for n in NAMES}
     for name in NAMES:
@@ -109,7 +112,8 @@ def test_couplings_and_antithetic_paths():
     unchanged by the antithetic symmetry: the initial paths are exact opposites)."""
     kw = dict(target=ZERO_TARGET, tau=TAU, a=A0, alpha_bar=ABAR, draws=64, key=3, groups=2,
               paths=True)
-    s = dj.nongaussian_dmft(QUAD, ZERO_PHI, antithetic=True, **kw).init(5)
+    init = eqx.filter_jit(lambda model: model.init(5))      # one compilation, not op by op
+    s = init(dj.nongaussian_dmft(QUAD, ZERO_PHI, antithetic=True, **kw))
     G, half = np.asarray(s["G"]), 16
     assert G.shape == (2, 32, 32)
     assert np.all(np.diagonal(G, axis1=1, axis2=2) == 0)
@@ -119,7 +123,7 @@ def test_couplings_and_antithetic_paths():
     xi0 = np.asarray(s["xi"])[..., 0]
     np.testing.assert_allclose(xi0[:, half:], -xi0[:, :half], atol=1e-14)
     np.testing.assert_allclose(np.mean(xi0**2, axis=1), 1.0, atol=1e-12)   # C_ii(0, 0) = 1
-    plain = np.asarray(dj.nongaussian_dmft(QUAD, ZERO_PHI, **kw).init(5)["G"])
+    plain = np.asarray(init(dj.nongaussian_dmft(QUAD, ZERO_PHI, **kw))["G"])
     assert np.all(np.diagonal(plain, axis1=1, axis2=2) == 0) and np.count_nonzero(plain[0]) > 0.9 * 32 * 31
 
 
