@@ -116,9 +116,11 @@ def general_case():
     return _case("general")
 
 
-# The general-algebra case runs in the heavy tier (its forward, reverse and finite-difference
-# compilations take ~25 s of the CPU suite); the symmetric case covers the same adjoint code.
-@pytest.fixture(params=["symmetric_case",
+# Both cases run in the heavy tier (`-m gpu`): their forward, reverse and 13-parameter
+# finite-difference compilations take ~35 s (symmetric) and ~25 s (general) of the CPU suite.
+# The CPU suite keeps `dmft-jax grad` against finite differences of the solve (below), the
+# discrete-GD and the trainer's gradients against finite differences.
+@pytest.fixture(params=[pytest.param("symmetric_case", marks=pytest.mark.gpu),
                         pytest.param("general_case", marks=pytest.mark.gpu)])
 def case(request):
     return request.getfixturevalue(request.param)
@@ -294,6 +296,13 @@ def test_cli_grad_matches_finite_differences_of_solve(capsys):
     for name, fd in (("a0", (e_ts(a0=0.9 + eps) - e_ts(a0=0.9 - eps)) / (2 * eps)),
                      ("tau", (e_ts(tau=0.3 + eps) - e_ts(tau=0.3 - eps)) / (2 * eps))):
         assert abs(out["grad"][name] - fd) < RTOL_FD * abs(fd), (name, out["grad"][name], fd)
+    # the custom adjoint (reverse mode) gives the same derivatives
+    code, lines, _ = _run(capsys, ["grad", *CLI_FLAGS, "--a0", "0.9", "--wrt", "a0,tau",
+                                   "--mode", "reverse"])
+    assert code == 0 and json.loads(lines[0])["mode"] == "reverse"
+    for name in ("a0", "tau"):
+        np.testing.assert_allclose(json.loads(lines[0])["grad"][name], out["grad"][name],
+                                   rtol=1e-10, err_msg=name)
 
 
 @pytest.mark.parametrize("argv, flag", [

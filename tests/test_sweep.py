@@ -96,6 +96,7 @@ _DEVICES = textwrap.dedent("""
 """).replace("{GRID!r}", repr(GRID))
 
 
+@pytest.mark.gpu  # heavy tier (CI time): four simulated devices, a compilation of their own
 def test_one_and_four_devices_identical(small_sweep, tmp_path):
     """The sweep sharded over 4 CPU devices (12 runs, 8 DMFTs) equals the 1-device one bit for
     bit (subprocess: the device count is fixed when JAX starts)."""
