@@ -9,6 +9,7 @@ grids, so each case compiles in a second or two.
 import json
 
 import numpy as np
+import pytest
 
 from dmft_jax._cli import main
 
@@ -31,6 +32,7 @@ def test_solve_divergence_exits_1_with_json(tmp_path, capsys):
     assert "e_tr" not in record and not out.exists()
 
 
+@pytest.mark.gpu  # heavy tier (CI time under load on the 2-core CPU)
 def test_grad_divergence_exits_1_with_json(capsys):
     code, lines, err = _run(capsys, ["grad", "--gamma0", "3", "--dt", "0.5", "--steps", "60",
                                      "--m", "4"])

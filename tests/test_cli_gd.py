@@ -107,6 +107,7 @@ def test_solve_gd_divergence_is_a_result_with_its_step(tmp_path, capsys):
     assert "--dt" not in err[0] and "not a solver failure" in err[0]
 
 
+@pytest.mark.gpu  # heavy tier (CI time under load on the 2-core CPU)
 def test_grad_gd_lr_and_fixed_lr_alpha_match_finite_differences(capsys):
     """`grad --dynamics gd`: d e_tr(t_10) / d lr and d / d alpha at fixed lr (the step
     eta = lr / (alpha m) moves with alpha) against central differences of the library solve."""
@@ -139,6 +140,7 @@ SMALL = ["--h", "validation", "--target", "none", "--tau", "1", "--alpha", "0.37
          "--d", "40", "--seeds", "2", "--projection", "sphere", "--steps", "10"]
 
 
+@pytest.mark.gpu  # heavy tier (CI time under load on the 2-core CPU)
 def test_experiment_uses_gd_theory_for_full_batch_and_flow_for_sgd(tmp_path, capsys):
     """--batch 0: the DMFT lines are the exact GD DMFT on the networks' own iterates
     (eta = lr d / n with the run's n = 60), equal to the library's DiscreteGD; --batch 10 keeps

@@ -48,6 +48,7 @@ def test_trapezoid_is_second_order():
         assert slope >= 1.9, (name, slope)
 
 
+@pytest.mark.gpu  # heavy tier (CI time under load on the 2-core CPU)
 def test_trapezoid_on_a_nonuniform_grid():
     """Any increasing grid: a graded grid (fine at first) gives the uniform answer to the
     expected second-order accuracy."""

@@ -179,6 +179,7 @@ def test_common_random_numbers():
     _assert_within_error(first, other)
 
 
+@pytest.mark.gpu  # heavy tier (CI time under load on the 2-core CPU)
 def test_replicas_one_group_after_another_give_the_same_result():
     """`replica_batch` (replicas solved b at a time, `NonGaussianDMFT.run_fixed`) draws the same
     paths for every replica as the vmapped pass (common random numbers across the groups), so
