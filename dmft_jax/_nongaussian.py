@@ -1065,6 +1065,10 @@ def nongaussian_dmft(sigma, phi=None, *, tau, a, C=None, v=None, alpha=None, alp
                                       or groups % int(replica_batch)):
         raise ValueError(f"replica_batch must be a positive divisor of groups = {groups}, got "
                          f"{replica_batch!r}")
+    if paths and draws // groups <= 2 * (len(a) + target.k):
+        raise ValueError(f"paths=True needs more than 2 (m + k) = {2 * (len(a) + target.k)} "
+                         f"draws per replica (its paths are whitened against each other), got "
+                         f"{draws // groups}: raise draws or lower groups")
     if paths and control_variates:
         raise ValueError("control_variates need the exact Gaussian law of the paths (their "
                          "closed-form means); the path-wise weight side (paths=True) samples "

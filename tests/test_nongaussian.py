@@ -193,6 +193,14 @@ def test_replicas_one_group_after_another_give_the_same_result():
         np.testing.assert_allclose(np.asarray(getattr(part, name)),
                                    np.asarray(getattr(whole, name)), rtol=0, atol=1e-12,
                                    err_msg=name)
+    # the same with path-wise sampling (its couplings are drawn for all groups and sliced)
+    kw_paths = dict(kw, paths=True)
+    solves = [dj.solve(dj.nongaussian_dmft(QUAD, ZERO_PHI, target=ZERO_TARGET, replica_batch=b,
+                                           **kw_paths), GRID) for b in (None, 2)]
+    for name in ("a", "e_tr", "e_ts", "C", "a_se", "nu_k2"):
+        np.testing.assert_allclose(np.asarray(getattr(solves[1], name)),
+                                   np.asarray(getattr(solves[0], name)), rtol=0, atol=1e-12,
+                                   err_msg=name)
     for bad in (0, 3, 1.5):
         with pytest.raises(ValueError, match="replica_batch"):
             dj.nongaussian_dmft(QUAD, ZERO_PHI, target=ZERO_TARGET, replica_batch=bad, **kw)

@@ -132,6 +132,8 @@ def test_refused_combinations():
               groups=GROUPS)
     with pytest.raises(ValueError, match="control_variates"):
         dj.nongaussian_dmft(QUAD, ZERO_PHI, paths=True, control_variates=True, **kw)
+    with pytest.raises(ValueError, match="draws per replica"):
+        dj.nongaussian_dmft(QUAD, ZERO_PHI, paths=True, **dict(kw, draws=8 * 6))
     model = dj.nongaussian_dmft(QUAD, ZERO_PHI, paths=True, **kw)
     with pytest.raises(ValueError, match="paths=False"):
         dj.nongaussian_fixed_point(model, dj.TimeGrid(DT, 4))
