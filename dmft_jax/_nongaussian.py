@@ -29,7 +29,10 @@ X = B (Lf_past^T)^+ (least squares; B = C[n, <n] - v[n] v[<n]^T) and Lf[n,n] the
 square root of the Schur complement C[n,n] - v v^T - X X^T with its negative eigenvalues
 clipped to zero. The Euler covariance is not PSD (spec 7.5): the clipped mass (sum of the
 negative eigenvalues' magnitudes) and the mismatch |X Lf_past^T - B| are reported per row in
-the solution (`clipped`, `sampling_mismatch`), never hidden.
+the solution (`clipped`, `sampling_mismatch`), never hidden. With `paths=True` (spec 7.5's
+path-wise weight side, `_row_paths`) the paths are instead the effective weight process
+itself, stepped next to R and a and driven by a noise made of the other draws' F: their
+covariance is PSD by construction, C and v are measured on them, nothing is clipped.
 
 **Replicas and standard errors.** The `draws` are split into `groups` independent replicas of
 draws / groups draws each, each with its own weight side (vmapped). Every observable is the
@@ -47,7 +50,8 @@ fixed-point iteration (`nongaussian_fixed_point`) keeps Y for one batch of draws
 
 Also here: the semi-implicit per-draw step (`implicit`), control variates, the symmetric
 weight side (`symmetric`), forward-mode derivatives at fixed draws. Not done (see
-docs/nongaussian.md): path-wise PSD sampling (spec 7.5; the clipping is reported instead).
+docs/nongaussian.md): PSD-by-construction sampling in the fixed-point iteration (it factors each
+iterate's Euler covariance and reports the clipping).
 """
 
 from __future__ import annotations
@@ -98,8 +102,9 @@ class NonGaussianDMFT(AbstractModel):
     algebra (the pair D, O of spec section 5) under a symmetric initialization, with the
     exchangeable kernels as pairs; the sample side always works with m x m matrices
     (`general_view`); `replica_batch` (static): replicas solved together (see `run_fixed`;
-    `draw_groups`, `group_offset` are set there). `antithetic`, `exchangeable` and
-    `control_variates` are traced: switching them does not recompile.
+    `draw_groups`, `group_offset` are set there); `paths` (static): the path-wise weight side
+    of spec 7.5 (`_row_paths`) instead of the factor of the Euler covariance. `antithetic`,
+    `exchangeable` and `control_variates` are traced: switching them does not recompile.
     """
 
     sigma: Callable
@@ -294,7 +299,7 @@ class NonGaussianDMFT(AbstractModel):
 
     def time_axes(self):
         two = ("C", "R", "Lf")
-        zero = ("r0", "y", "dphi", "G")
+        zero = ("r0", "y", "dphi")
         out = {key: (2 if key in two else 0 if key in zero else 1)
                for key in ("a", "v", "C", "R", "nu", "rho", "nu_k2", "e_tr", "clipped",
                            "mismatch", "Lf", "xi", "F", "g", "E", "lam", "S", "K", "Y", "z",
