@@ -212,11 +212,11 @@ class NonGaussianDMFT(AbstractModel):
     def _couplings(self):
         """The fixed Gaussian couplings of the path-wise weight side (spec 7.5), (G, P, P):
         draw p's noise is zeta_p(t) = sqrt(alpha_bar / count) sum_q G_pq F_q(t), no
-        self-coupling (G_pp = 0), count the nonzero entries of a row. Independent G_pq and
-        G_qp (not symmetric): the reaction of F_q to zeta_p then averages out at O(1/sqrt(P))
-        and zeta_p is Gaussian with covariance C^E (K.8') as P grows. Antithetic draws (p and
-        p' = p + P/2) get opposite rows and no coupling to each other, so zeta_p' = -zeta_p and
-        their paths stay opposite."""
+        self-coupling (G_pp = 0), count the nonzero entries of a row (P - 1; P - 2 with
+        antithetic pairs). Independent G_pq and G_qp (not symmetric): the reaction of F_q to
+        zeta_p then averages out at O(1/sqrt(P)) and zeta_p is Gaussian with covariance C^E
+        (K.8') as P grows. Antithetic draws (p and p' = p + P/2) get opposite rows and no
+        coupling to each other, so zeta_p' = -zeta_p and their paths stay opposite."""
         G, P, dtype = self.groups, self.draws, self.dtype
         key = jax.random.fold_in(self.key, 1)
         g = jax.random.normal(key, (self.draw_groups or G, P, P), dtype)
@@ -455,13 +455,18 @@ class NonGaussianDMFT(AbstractModel):
 
     def _row1(self, n, s, wts: RowWeights, factor):
         view, xi_n = self._extend_paths(n, self.general_view(s), factor)
+        s, _, row = self._rates(n, s, view, wts, xi_n)
+        return s, row
+
+    def _rates(self, n, s, view, wts: RowWeights, xi_n):
+        """The sample side of row n on the paths' row xi_n (`view`: the replica's m x m view),
+        then the weight side's rates. Returns the state, the kernels (m x m) and the row."""
         view, kernels = self._sample_side(n, view, wts, xi_n)
         weights = ("a", "v", "C", "R", "nu")         # kept in the weight side's algebra
         s = {key: (s[key] if key in weights else view[key]) for key in view}
-        kernels = self._pairs(kernels)
-        s, x = weight_terms(self.algebra, n, s, wts, kernels)             # W2-W5 (nu: W5)
-        row = weight_row(self.algebra, n, s, wts, x)                      # W1-W4 rates
-        return s, row._replace(stiff=None)
+        s, x = weight_terms(self.algebra, n, s, wts, self._pairs(kernels))  # W2-W5 (nu: W5)
+        row = weight_row(self.algebra, n, s, wts, x)                        # W1-W4 rates
+        return s, kernels, row._replace(stiff=None)
 
     def _row_paths(self, n, s, wts: RowWeights):
         """Row n with the path-wise weight side (spec 7.5, `paths`): the draws' paths xi_p
@@ -477,15 +482,11 @@ class NonGaussianDMFT(AbstractModel):
         (`_normalized`: C_ii(t, t) = 1, as projected GD keeps |w_i| = 1)."""
         view = self.general_view(s)
         xi_n = view["xi"][..., n]
-        view, kernels = self._sample_side(n, view, wts, xi_n)
-        weights = ("a", "v", "C", "R", "nu")
-        s = {key: (s[key] if key in weights else view[key]) for key in view}
-        s, x = weight_terms(self.algebra, n, s, wts, self._pairs(kernels))
-        row = weight_row(self.algebra, n, s, wts, x)
+        s, kernels, row = self._rates(n, s, view, wts, xi_n)
         m, P = self.m, xi_n.shape[0]
         nu = self.general_view(s)["nu"][..., n]
         inst = kernels.delta + wts.upper * kernels.memory_jump
-        count = jnp.maximum(jnp.sum(s["G"][0] != 0), 1)
+        count = jnp.where(self.antithetic, P - 2, P - 1)      # nonzero couplings per row
         zeta = jnp.sqrt(self.alpha_bar / count) * (s["G"] @ s["F"][..., n])
         # The noise is independent of (xi(0), r0) (spec 4.2): its sample correlation with them
         # is pure Monte Carlo noise in C(t, 0) and v(t); project it out (O((m + k)/P) change)
