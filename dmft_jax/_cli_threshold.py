@@ -4,15 +4,21 @@ section 7).
 Pure noise (or a k-index target through tau' [F.73, F.74]) with the second layer frozen; the
 relaxation-time method: t_rel = inf{t : e_tr(t) < 1e-7 tau^2} over a scan, fitted by
 t_rel ~ c (x* - x)^(-nu). Prints one JSON line with parameter, threshold, threshold_err,
-exponent, exponent_err, points (and amplitude, unrelaxed, diverged, model, m, tau_prime). A scan
-in which some solve diverged is not a result: the JSON lists the values under `diverged` and the
-command exits 1.
+exponent, exponent_err, points (and amplitude, unrelaxed, diverged, model, m, tau_prime, range,
+late_threshold, late_exponent: the fit of the slowest points, t_rel >= a third of the largest).
+With --range, a scan in which some solve diverged is not a result: the JSON lists the values
+under `diverged` and the command exits 1. Without --range the scan is found automatically
+(`dmft_jax.threshold` with values=None: bracket, refine, placed scan; `range` is "auto" and the
+JSON adds `bracket` and `solves`); solves that diverge while it explores are listed under
+`diverged` and left out of the fit, with a line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
+import time
 
 import numpy as np
 
@@ -61,10 +67,13 @@ def _add(p):
     g.add_argument("--parameter", choices=("gamma0", "alpha", "alpha_bar"), default=None,
                    help="what to scan (default: alpha_bar with --a, alpha with --gamma0, "
                         "else gamma0)")
-    g.add_argument("--range", type=_RANGE, metavar="FROM,TO", required=True,
-                   help="scan range on the interpolating side of the threshold")
+    g.add_argument("--range", type=_RANGE, metavar="FROM,TO", default=None,
+                   help="scan range on the interpolating side of the threshold (default: "
+                        "found automatically: bracket, refine, then a scan placed where t_rel "
+                        "lies between dt*steps/8 and 0.8 dt*steps; progress on stderr)")
     g.add_argument("--num", type=Count(3), default=8,
-                   help="points in the scan (>= 3, a fit of 3 parameters; default 8)")
+                   help="points in the scan (>= 3, a fit of 3 parameters; default 8); "
+                        "without --range, values solved at once in each stage")
     add_grid_arguments(p, dt=0.1, steps=2000)
     g.add_argument("--errors", choices=("covariance", "jackknife"), default="covariance",
                    help="uncertainty of the fit (default covariance)")
@@ -72,25 +81,38 @@ def _add(p):
 
 
 def _scan(args: argparse.Namespace):
-    """(values, parameter) of the scan, validated."""
-    lo, hi = _RANGE.values(args.range)
-    if lo == hi:
-        raise UsageError(f"--range: need two different numbers, got {args.range!r}")
+    """(values, parameter) of the scan, validated; values None without --range (automatic)."""
     parameter = args.parameter or ("alpha_bar" if args.a is not None else
                                    "alpha" if args.gamma0 is not None else "gamma0")
-    if parameter in ("alpha", "alpha_bar") and not min(lo, hi) > 0:
-        raise UsageError(f"--range: {parameter} must be > 0 over the scan, got {args.range!r}")
     if parameter == "alpha_bar" and args.a is None:
         raise UsageError("--parameter alpha_bar needs --a (the fixed second layer)")
     if parameter == "alpha" and args.gamma0 is None and args.a is None:
         raise UsageError("--parameter alpha needs --gamma0 (or --a at finite --m)")
+    if args.range is None:
+        return None, parameter
+    lo, hi = _RANGE.values(args.range)
+    if lo == hi:
+        raise UsageError(f"--range: need two different numbers, got {args.range!r}")
+    if parameter in ("alpha", "alpha_bar") and not min(lo, hi) > 0:
+        raise UsageError(f"--range: {parameter} must be > 0 over the scan, got {args.range!r}")
     return np.linspace(lo, hi, args.num), parameter
 
 
 def _threshold(args, h, tgt, values, parameter: str, alpha) -> dict:
     """The fitted threshold (as `dmft_jax.threshold` returns it) plus `diverged`: the values
     whose solve diverged, kept apart from `unrelaxed` (did not relax within dt * steps)."""
-    from ._threshold import fit_divergence, relaxation_scan, tau_prime
+    from ._threshold import fit_divergence, late_fit, relaxation_scan, tau_prime, threshold
+    if values is None:
+        start = time.perf_counter()
+
+        def report(line):
+            print(f"dmft-jax threshold: {line} ({time.perf_counter() - start:.0f} s)",
+                  file=sys.stderr, flush=True)
+
+        out = threshold(h, tgt, parameter=parameter, tau=args.tau, m=args.m, alpha=alpha,
+                        gamma0=args.gamma0, a=args.a, dt=args.dt, steps=args.steps,
+                        errors=args.errors, num=args.num, report=report)
+        return dict(out, range="auto")
     _, _, t_rel = relaxation_scan(h, tgt, parameter=parameter, values=values, tau=args.tau,
                                   m=args.m, alpha=alpha, gamma0=args.gamma0, a=args.a,
                                   dt=args.dt, steps=args.steps)
@@ -107,7 +129,8 @@ def _threshold(args, h, tgt, values, parameter: str, alpha) -> dict:
                                             else float(v)) for k, v in fit.items()},
                 points=[[float(x), float(t)] for x, t in zip(values[ok], t_rel[ok])],
                 unrelaxed=[float(x) for x in values[~ok & ~bad]],
-                diverged=[float(x) for x in values[bad]], model=model, m=args.m, tau_prime=tp)
+                diverged=[float(x) for x in values[bad]], model=model, m=args.m, tau_prime=tp,
+                range=[float(values[0]), float(values[-1])], **late_fit(values, t_rel, parameter))
 
 
 def _run(args, out) -> int:
@@ -121,7 +144,13 @@ def _run(args, out) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     out.json = True  # threshold always prints its JSON line
-    if result["diverged"]:
+    if result["diverged"] and values is None:
+        # the automatic scan explores: a diverged probe is reported, and the fit uses relaxed
+        # solves only
+        print(f"dmft-jax threshold: {len(result['diverged'])} of {result['solves']} solves "
+              f"diverged (at {parameter} = {', '.join(f'{x:g}' for x in result['diverged'])});"
+              f" they are not in the fit (a smaller --dt reaches them)", file=sys.stderr)
+    elif result["diverged"]:
         out.error_json(result)
         raise SolveError(divergence_line(
             "solves of the scan", len(result["diverged"]), args.num,

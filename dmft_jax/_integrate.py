@@ -18,6 +18,7 @@ other point of its older half is dropped (Kim-Latz decimation, see `Adaptive`).
 from __future__ import annotations
 
 import abc
+import functools
 import sys
 import time
 from typing import Any, Callable, ClassVar
@@ -241,9 +242,14 @@ class Adaptive(eqx.Module):
     than go on with a history coarser than asked for (measured: lazy m = 64, t = 8, rtol 1e-5,
     history 1024: dropped times at 1000x the tolerance, e_tr off by 96%).
 
+    **Cost while the history fills** (`window_from`): a step costs O(L^2) on a history of L
+    stored times, so until the history is full the steps run on its leading block of width
+    `window_from`, then twice that, ... up to half the history (`windows()`; one compiled
+    loop per width; the same steps and values as one loop over the whole buffer).
+
     **Fields:** `t_max`, `rtol`, `atol`, `dt0` (first step), `dt_min`,
-    `max_decimation_error` (traced; `inf` accepts any decimation); `max_steps`, `history`
-    (static sizes); `safety`, `factor_min`, `factor_max` (static).
+    `max_decimation_error` (traced; `inf` accepts any decimation); `max_steps`, `history`,
+    `window_from` (static sizes); `safety`, `factor_min`, `factor_max` (static).
     """
 
     t_max: Array
@@ -254,13 +260,15 @@ class Adaptive(eqx.Module):
     max_decimation_error: Array
     max_steps: int = eqx.field(static=True)
     history: int = eqx.field(static=True)
+    window_from: int = eqx.field(static=True, default=256)
     safety: float = eqx.field(static=True, default=0.9)
     factor_min: float = eqx.field(static=True, default=0.2)
     factor_max: float = eqx.field(static=True, default=5.0)
 
     def __init__(self, t_max, *, rtol=1e-6, atol=1e-8, dt0=None, dt_min=None,
                  max_decimation_error=1.0, max_steps: int = 100_000, history: int = 1024,
-                 safety: float = 0.9, factor_min: float = 0.2, factor_max: float = 5.0):
+                 window_from: int = 256, safety: float = 0.9, factor_min: float = 0.2,
+                 factor_max: float = 5.0):
         for name, value, lower in (("t_max", t_max, 0.0), ("rtol", rtol, 0.0),
                                    ("atol", atol, 0.0)):
             val = _concrete(value)
@@ -274,6 +282,8 @@ class Adaptive(eqx.Module):
             raise ValueError(f"max_steps must be an integer >= 1, got {max_steps}")
         if int(history) != history or history < 8:
             raise ValueError(f"history must be an integer >= 8 (stored times), got {history}")
+        if int(window_from) != window_from or window_from < 8:
+            raise ValueError(f"window_from must be an integer >= 8, got {window_from}")
         if not 0 < factor_min < 1 < factor_max or not 0 < safety <= 1:
             raise ValueError("need 0 < factor_min < 1 < factor_max and 0 < safety <= 1")
         dtype = jnp.result_type(float)
@@ -284,7 +294,18 @@ class Adaptive(eqx.Module):
         self.dt_min = (self.t_max * 1e-14 if dt_min is None else jnp.asarray(dt_min, dtype))
         self.max_decimation_error = jnp.asarray(max_decimation_error, dtype)
         self.max_steps, self.history = int(max_steps), int(history)
+        self.window_from = int(window_from)
         self.safety, self.factor_min, self.factor_max = safety, factor_min, factor_max
+
+    def windows(self) -> list[int]:
+        """Widths of the leading blocks the solve runs on before the history fills up:
+        window_from, 2 window_from, ... up to history / 2 (none if history < 2 window_from:
+        each width is one more compiled loop, ~6 s for the symmetric DMFT on the 2-core CPU)."""
+        out, width = [], self.window_from
+        while 2 * width <= self.history:
+            out.append(width)
+            width *= 2
+        return out
 
     def valid(self) -> Array:
         return ((self.t_max > 0) & (self.rtol > 0) & (self.atol >= 0) & (self.dt0 > 0)
@@ -454,8 +475,9 @@ def adaptive_advance(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStep
                            (state, ts, jnp.asarray(keep.shape[0] - 1), c.decimations + 1,
                             jnp.maximum(c.decimation_error, error), result))
 
-    def body(c: _Carry) -> _Carry:
-        c = jax.lax.cond(c.n + 1 >= size, decimate, lambda x: x, c)
+    def body(c: _Carry, width: int = size) -> _Carry:
+        if width == size:
+            c = jax.lax.cond(c.n + 1 >= size, decimate, lambda x: x, c)
         n, t = c.n, c.ts[c.n]
         h = jax.lax.stop_gradient(jnp.minimum(c.h, t_max - t))
         ts = c.ts.at[n + 1].set(t + h)
@@ -492,6 +514,18 @@ def adaptive_advance(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStep
                       decimations=c.decimations, decimation_error=c.decimation_error,
                       result=result)
 
+    # While the history has room, the steps run on its leading block only (a step costs
+    # O(width^2)): one loop per window width, each left when the next row would not fit.
+    for width in ctrl.windows():
+        def windowed(c: _Carry, width=width) -> _Carry:
+            small = eqx.tree_at(lambda x: (x.state, x.ts), c,
+                                (model.window(c.state, width), c.ts[:width]))
+            small = jax.lax.while_loop(lambda x: cond(x) & (x.n + 1 < width),
+                                       functools.partial(body, width=width), small)
+            return eqx.tree_at(lambda x: (x.state, x.ts), small,
+                               (model.unwindow(c.state, small.state),
+                                c.ts.at[:width].set(small.ts)))
+        carry = jax.lax.cond(carry.n + 1 < width, windowed, lambda x: x, carry)
     return jax.lax.while_loop(cond, body, carry)
 
 

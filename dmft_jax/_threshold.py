@@ -252,39 +252,261 @@ def _scan_setup(h, target, parameter, tau, m, alpha, gamma0, a):
     return _build_dmft, fixed
 
 
-def threshold(h, target: Target | None = None, *, parameter: str, values: ArrayLike,
-              tau=1.0, m: int | float | None = None, alpha=None, gamma0=None, a=None,
-              dt, steps: int, tol: float = RELAXATION_TOL, errors: str = "covariance",
-              batch: int | None = None, chunks: int | None = None) -> dict:
+#: Where the automatic scan starts looking for the threshold, per parameter.
+AUTO_START = {"gamma0": 1.0, "alpha": 0.5, "alpha_bar": 1.0}
+
+
+def interpolating_side(parameter: str) -> int:
+    """+1 if runs relax below the threshold (alpha, alpha_bar: fewer samples per parameter
+    interpolate), -1 if above (gamma0: a larger second layer interpolates)."""
+    return -1 if parameter == "gamma0" else 1
+
+
+def auto_scan(h, target: Target | None = None, *, parameter: str, num: int = 8, tau=1.0,
+              m: int | float | None = None, alpha=None, gamma0=None, a=None, dt, steps: int,
+              tol: float = RELAXATION_TOL, start: float | None = None,
+              levels: tuple[float, float] = (1 / 8, 0.8),
+              report: Callable[[str], None] | None = None) -> dict:
+    """A scan on the interpolating side of the threshold whose points relax, found without a
+    range (`dmft-jax threshold` without --range).
+
+    A solve over fewer steps at the same dt is the start of the longer one (the scheme is
+    causal), so its relaxation times are exact up to its horizon: the search runs at
+    T/8 (steps // 8, ~1/500 of the cost of a full solve) and T/2 before one stage at the
+    horizon T = dt * steps. Each stage solves `num` values at once:
+
+    1. **Bracket** (horizon T/8): values x0 4^u, u evenly in [-1, 1] (x0 = `start` or
+       `AUTO_START`), moved by factors of 4-16 until some relax and some do not (between an
+       unrelaxed value and diverged ones, evenly between them: `_next_bracket`); the bracket
+       is the last relaxed value and the first one beyond it that did not relax.
+    2. **Refine** (T/8): `num` values evenly inside the bracket.
+    3. **Approach** (T/2) and **scan** (T): a fit t_rel = c |x* - x|^(-nu) of the relaxed
+       values seen so far (nu = 2 through the two nearest the bracket when the fit is not
+       usable) places `num` values where t_rel is expected between `levels[0]` and
+       `levels[1]` times the stage's horizon, geometrically spaced, never beyond the
+       bracket of that horizon nor past half way to a value whose solve diverged.
+
+    **Returns** a dict: `values` (sorted: every relaxed value seen, at any stage, with
+    t_rel >= levels[0] T), `t_rel` (theirs), `unrelaxed` (values of the last stage that
+    did not relax within T), `diverged` (solves that diverged, at any stage), `bracket`
+    ([last relaxed, first not relaxed] within T, or within T/2 if the last stage relaxed
+    everywhere), `solves` (the number of solves, all stages). ValueError if no bracket is
+    found within 6 moves.
+    """
+    side = interpolating_side(parameter)
+    steps = int(steps)
+    stages = [max(1, steps // 8), max(1, steps // 2), steps]
+    seen: dict[float, tuple[float, int]] = {}       # x -> (t_rel, steps of its longest solve)
+
+    def run(xs, stage, n):
+        xs = np.asarray(xs, dtype=float)
+        # causal chunks from 1000 steps (measured: H.2, 1000 steps, 2 values: 13.4 s with
+        # compilation instead of 16.3 s)
+        _, _, t_rel = relaxation_scan(h, target, parameter=parameter, values=xs, tau=tau, m=m,
+                                      alpha=alpha, gamma0=gamma0, a=a, dt=dt, steps=n,
+                                      tol=tol, batch=num, chunks=8 if n >= 1000 else None)
+        for x, tr in zip(xs.tolist(), np.asarray(t_rel, float).tolist()):
+            if x not in seen or seen[x][1] < n:
+                seen[x] = (tr, n)
+        if report is not None:
+            report(f"{stage}: {parameter} = {xs.min():.6g} .. {xs.max():.6g}, "
+                   f"{int(np.isfinite(t_rel).sum())} of {xs.size} relaxed within "
+                   f"t = {float(dt) * n:g}")
+        return t_rel
+
+    def known(n):
+        """{x: t_rel} as seen by a solve of n steps (inf: did not relax within n steps;
+        values only solved over fewer steps, without relaxing, are unknown and left out)."""
+        horizon = float(dt) * n
+        out = {}
+        for x, (tr, k) in seen.items():
+            if np.isfinite(tr) and tr <= horizon * (1 + 1e-12):
+                out[x] = tr
+            elif np.isnan(tr) or k >= n:
+                out[x] = tr if np.isnan(tr) else math.inf
+        return out
+
+    x0 = float(AUTO_START[parameter] if start is None else start)
+    if not x0 > 0:
+        raise ValueError(f"the automatic scan needs a start > 0, got {x0}")
+    xs, level = x0 * 4.0 ** np.linspace(-1.0, 1.0, num), 0
+    for _ in range(8):
+        run(xs, "bracket", stages[level])
+        found = _bracket(known(stages[level]), side)
+        if found is not None:
+            break
+        xs, squeezed = _next_bracket(known(stages[level]), side, num)
+        if squeezed and level < len(stages) - 1:
+            # nothing relaxes before the solves diverge: look again over a longer horizon
+            level += 1
+    else:
+        raise ValueError(f"no {parameter} relaxed and another did not within "
+                         f"t = {float(dt) * stages[level]:g} after 8 brackets: give --range, "
+                         "or change --dt/--steps")
+    run(np.linspace(*sorted(found), num + 2)[1:-1], "refine", stages[level])
+    found = _bracket(known(stages[level]), side) or found
+    last = None
+    for name, n in [("approach", stages[1]), ("scan", stages[2])][max(0, level - 1):]:
+        horizon = float(dt) * n
+        values = np.unique(_placed(known(n), found, side, horizon, levels, num))
+        last = (values, run(values, name, n))
+        found = _bracket(known(n), side) or found
+    values, t = last
+    horizon = float(dt) * steps
+    final = known(steps)
+    xs = np.array(sorted(x for x, tr in final.items()
+                         if np.isfinite(tr) and tr >= levels[0] * horizon * (1 - 1e-12)))
+    return dict(values=xs, t_rel=np.array([final[x] for x in xs]),
+                unrelaxed=sorted(values[np.isinf(t)].tolist()),
+                diverged=sorted(x for x, (tr, _) in seen.items() if np.isnan(tr)),
+                bracket=[float(found[0]), float(found[1])], solves=len(seen))
+
+
+def _bracket(known: dict, side: int):
+    """(last relaxed, first not relaxed beyond it) among `known` {x: t_rel} (diverged solves,
+    NaN, say neither), or None."""
+    pts = [(side * x, tr) for x, tr in known.items() if not np.isnan(tr)]
+    relaxed = [u for u, tr in pts if np.isfinite(tr)]
+    if not relaxed:
+        return None
+    u_r = min(relaxed)
+    beyond = [u for u, tr in pts if np.isinf(tr) and u > u_r]
+    if not beyond:
+        return None
+    u_u = min(beyond)
+    u_r = max(u for u in relaxed if u < u_u)
+    return side * u_r, side * u_u
+
+
+def _next_bracket(known: dict, side: int, num: int):
+    """(values, squeezed): the next values of `auto_scan`'s first stage when no bracket was
+    found: by factors of 4-16 towards the interpolating side if nothing relaxed, away from it
+    if everything did; if nothing relaxed but solves diverged on the interpolating side of
+    every unrelaxed value (an explicit step too large there), evenly between the two
+    (`squeezed`)."""
+    xs = np.array(sorted(known))
+    t = np.array([known[x] for x in xs])
+    u = side * xs
+    relaxed, unrelaxed, diverged = np.isfinite(t), np.isinf(t), np.isnan(t)
+    if relaxed.any():                                  # all relaxed that did not diverge
+        return side * u[relaxed].max() * 4.0 ** (side * np.linspace(0.5, 2.0, num)), False
+    if unrelaxed.any():
+        low = u[unrelaxed].min()
+        below = diverged & (u < low)
+        if below.any():
+            # (the unrelaxed end included: over a longer horizon it may relax)
+            return side * np.linspace(u[below].max(), low, num + 1)[1:], True
+        return side * low * 4.0 ** (-side * np.linspace(0.5, 2.0, num)), False
+    raise ValueError("every solve of the automatic scan diverged: reduce --dt")
+
+
+def _placed(seen: dict, found, side: int, horizon: float, levels, num: int) -> np.ndarray:
+    """The values of `auto_scan`'s last two stages (see there); `seen` {x: t_rel} as known
+    at this stage's horizon."""
+    x_r, x_u = found
+    pts = sorted(((x, tr) for x, tr in seen.items() if np.isfinite(tr) and tr > 0),
+                 key=lambda p: -side * p[0])                  # nearest the threshold first
+    top = side * pts[0][0]
+    x_star, nu, c = None, 2.0, None
+    if len(pts) >= 3:
+        try:
+            near = pts[:2 * num]
+            fit = fit_divergence([p[0] for p in near], [p[1] for p in near], side=side)
+            x_star, nu, c = fit["threshold"], fit["exponent"], fit["amplitude"]
+        except (ValueError, np.linalg.LinAlgError):
+            x_star = None
+    if x_star is None or not (0.5 < nu < 10) or not side * x_star > top:
+        # two points and nu = 2: sqrt(t1 / t2) = (x* - x2) / (x* - x1)
+        nu, x_star = 2.0, None
+        if len(pts) >= 2:
+            (x1, t1), (x2, t2) = pts[0], pts[1]
+            r = math.sqrt(t1 / t2)
+            x_star = (r * x1 - x2) / (r - 1.0) if r > 1.0 else None
+        if x_star is None or not side * x_star > top:
+            x_star = x_u
+        c = pts[0][1] * abs(x_star - pts[0][0]) ** nu
+    dist = (c / (horizon * np.geomspace(levels[0], levels[1], num))) ** (1.0 / nu)
+    u = side * x_star - dist
+    # not beyond a value known not to relax within this horizon, and not beyond half way to a
+    # value whose solve diverged (an explicit step too large there, and near it the solves
+    # are inaccurate): spread evenly over the allowed part instead
+    if np.isinf(seen.get(x_u, 0.0)):
+        u = np.where(u < side * x_u, u, 0.5 * (side * x_r + side * x_u))
+    bad = [side * x for x, tr in seen.items() if np.isnan(tr) and side * x < side * x_r]
+    if bad:
+        wall = 0.5 * (max(bad) + side * x_r)
+        inside = np.linspace(wall, side * x_r, num + 1)[1:]
+        u = np.where(u > wall, u, inside[np.argsort(np.argsort(u))])
+    return side * u
+
+
+def threshold(h, target: Target | None = None, *, parameter: str,
+              values: ArrayLike | None = None, tau=1.0, m: int | float | None = None,
+              alpha=None, gamma0=None, a=None, dt, steps: int, tol: float = RELAXATION_TOL,
+              errors: str = "covariance", batch: int | None = None, chunks: int | None = None,
+              num: int = 8, report: Callable[[str], None] | None = None) -> dict:
     """The interpolation threshold by the relaxation-time method (spec section 7).
 
     Arguments as in `relaxation_scan` (the scan is vmapped over `values`) plus `errors` for
-    `fit_divergence`. **Returns** a JSON-ready dict: parameter, threshold, threshold_err,
+    `fit_divergence`. With `values=None` the scan is found automatically (`auto_scan`, `num`
+    values per stage, progress lines through `report`): the fit then uses every relaxed value
+    seen with t_rel >= T / 8 (T = dt * steps), and the result also has `bracket`, `solves`
+    and `diverged`. **Returns** a JSON-ready dict: parameter, threshold, threshold_err,
     exponent, exponent_err, points ([x, t_rel] of the relaxed runs), and amplitude, unrelaxed
     (the values that did not relax within dt * steps), model ("lz2", "H.2" or "dmft"), m (None
-    for infinity), tau_prime (the effective noise of the lz2 runs [F.73]). Fit entries that
+    for infinity), tau_prime (the effective noise of the lz2 runs [F.73]), late_threshold and
+    late_exponent (the fit of the points with t_rel >= a third of the largest: a difference
+    from threshold, exponent shows that the scan is not yet asymptotic). Fit entries that
     are not available (fewer than 3 relaxed points; errors with too few points) are None, so
     that `json.dumps` of the dict is strict JSON.
     """
-    t, e_tr, t_rel = relaxation_scan(h, target, parameter=parameter, values=values, tau=tau,
-                                     m=m, alpha=alpha, gamma0=gamma0, a=a, dt=dt, steps=steps,
-                                     tol=tol, batch=batch, chunks=chunks)
-    del t, e_tr
-    xs = np.atleast_1d(np.asarray(values, dtype=float))
+    extra = {}
+    if values is None:
+        scan = auto_scan(h, target, parameter=parameter, num=num, tau=tau, m=m, alpha=alpha,
+                         gamma0=gamma0, a=a, dt=dt, steps=steps, tol=tol, report=report)
+        xs, t_rel = scan["values"], scan["t_rel"]
+        unrelaxed = scan["unrelaxed"]
+        extra = dict(bracket=scan["bracket"], solves=scan["solves"],
+                     diverged=scan["diverged"])
+    else:
+        _, _, t_rel = relaxation_scan(h, target, parameter=parameter, values=values, tau=tau,
+                                      m=m, alpha=alpha, gamma0=gamma0, a=a, dt=dt, steps=steps,
+                                      tol=tol, batch=batch, chunks=chunks)
+        xs = np.atleast_1d(np.asarray(values, dtype=float))
+        unrelaxed = [float(x) for x in xs[~np.isfinite(t_rel)]]
     ok = np.isfinite(t_rel)
     infinite = m is None or (isinstance(m, float) and math.isinf(m))
-    side = -1 if parameter == "gamma0" else 1
     fit = dict(threshold=None, threshold_err=None, exponent=None, exponent_err=None,
                amplitude=None)
     if ok.sum() >= 3:
-        fit = fit_divergence(xs[ok], t_rel[ok], side=side, errors=errors)
+        fit = fit_divergence(xs[ok], t_rel[ok], side=interpolating_side(parameter),
+                             errors=errors)
         fit.pop("side"), fit.pop("residual")
+    late = late_fit(xs, t_rel, parameter)
     model = ("H.2" if parameter == "alpha_bar" else "lz2") if infinite else "dmft"
     tp = float(tau_prime(h, target, tau)) if model == "lz2" else float(tau)
     return dict(parameter=parameter, **{k: _json_float(v) for k, v in fit.items()},
                 points=[[float(x), float(tr)] for x, tr in zip(xs[ok], t_rel[ok])],
-                unrelaxed=[float(x) for x in xs[~ok]], model=model,
-                m=None if infinite else int(m), tau_prime=tp)
+                unrelaxed=unrelaxed, model=model, m=None if infinite else int(m),
+                tau_prime=tp, **late, **extra)
+
+
+def late_fit(xs, t_rel, parameter: str) -> dict:
+    """{late_threshold, late_exponent}: the divergence fit of the relaxed points with t_rel
+    >= a third of the largest (None where there are fewer than 3 of them, or no others).
+    Where it differs from the fit of all points, the scan is not yet in the asymptotic regime
+    and the fit's quoted errors understate that."""
+    xs, t_rel = np.asarray(xs, float), np.asarray(t_rel, float)
+    ok = np.isfinite(t_rel)
+    out = dict(late_threshold=None, late_exponent=None)
+    if not ok.any():
+        return out
+    slow = ok & (t_rel >= np.max(t_rel[ok]) / 3)
+    if 3 <= slow.sum() < ok.sum():
+        f = fit_divergence(xs[slow], t_rel[slow], side=interpolating_side(parameter))
+        out = dict(late_threshold=_json_float(f["threshold"]),
+                   late_exponent=_json_float(f["exponent"]))
+    return out
 
 
 def _json_float(v) -> float | None:

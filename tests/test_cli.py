@@ -153,3 +153,32 @@ def test_demo_quick_writes_its_figure(tmp_path):
     assert path.stat().st_size > 20_000
     res = solve_widths(QUICK[:1], log=lambda s: None)[4]
     assert res["e_tr"][-1] < 1e-3 < res["e_ts"][-1] and res["gamma"][-1] > 1.3
+
+
+def test_threshold_without_range_finds_the_interpolating_side(capsys):
+    """`dmft-jax threshold` without --range (lz2, gamma0 scan): the automatic search brackets
+    the relaxation boundary (the last relaxed value relaxes within its horizon, the first
+    value beyond it does not: checked by solving both again), every reported point relaxed
+    within the horizon, none left unrelaxed, and the fitted threshold lies beyond the bracket
+    (t_rel diverges there); progress lines go to stderr."""
+    from dmft_jax._threshold import relaxation_scan
+    code = main(["threshold", "--h", "fig8", "--tau", "1", "--alpha", "0.5", "--num", "4",
+                 "--steps", "320", "--dt", "0.2"])
+    captured = capsys.readouterr()
+    assert code == 0
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert "bracket:" in captured.err and "scan:" in captured.err
+    assert out["range"] == "auto" and out["parameter"] == "gamma0" and not out["unrelaxed"]
+    t_rel = np.array([p[1] for p in out["points"]])
+    assert len(t_rel) >= 3 and np.all(np.isfinite(t_rel)) and np.all(t_rel <= 64.0)
+    relaxed, beyond = out["bracket"]
+    assert beyond < relaxed                                     # gamma0: relaxes above x*
+    assert out["threshold"] < beyond
+    # the bracket at the horizon it was found on (T or T/2): relaxed, then not relaxed
+    for steps in (320, 160):
+        _, _, t = relaxation_scan([0.0, 0.3, 0.5], parameter="gamma0", values=[relaxed, beyond],
+                                  alpha=0.5, dt=0.2, steps=steps)
+        if np.isfinite(t[0]) and np.isinf(t[1]):
+            break
+    else:
+        raise AssertionError(f"not a bracket at either horizon: {t}")
