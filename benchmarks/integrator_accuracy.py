@@ -11,7 +11,10 @@ far below 1e-6), cross-checked against a Richardson-extrapolated fine Euler solv
 relative errors of e_ts, e_tr, a at t_max; run time (best of 3, compilation excluded) and
 compile time; steps. Writes a section of results/integrator.md and figures/integrator_accuracy.png.
 
-    python benchmarks/integrator_accuracy.py [--problem fig4|lazy|all] [--quick]
+    python benchmarks/integrator_accuracy.py [--problem fig4|lazy|all] [--quick] [--windows]
+
+`--windows` only times the adaptive rows with and without the history windows of
+`dj.Adaptive` (`window_from`; the same solution) and writes the sections `windows`.
 """
 
 from __future__ import annotations
@@ -78,12 +81,33 @@ def reference(model, stepper, t_max, steps):
     return fixed(model, stepper, t_max, steps, chunks=8, repeats=0)[0]
 
 
-def adaptive(model, t_max, rtol):
+def adaptive(model, t_max, rtol, window_from=256):
     # Any decimation accepted (max_decimation_error = inf), so that the table shows what a
     # decimated history does to the accuracy; its decimation_error column says how coarse.
     ctrl = dj.Adaptive(t_max, rtol=rtol, atol=rtol * 1e-2, max_steps=20_000, history=1024,
-                       max_decimation_error=np.inf)
+                       max_decimation_error=np.inf, window_from=window_from)
     return timed(lambda: dj.solve(model, ctrl))
+
+
+def windows(name: str) -> str:
+    """Run and compile time of the adaptive rows with the history's leading-block windows
+    (default, widths 256 and 512 of 1024) and without (one loop over the whole buffer); the
+    solutions are the same (checked here to 1e-12)."""
+    p = PROBLEMS[name]
+    model, t_max = model_of(p), p["t_max"]
+    lines = [f"### {name}: adaptive solves with and without history windows", "",
+             "| rtol | steps | run, windows 256/512 (s) | run, whole history (s) | "
+             "compile, windows (s) | compile, whole (s) |", "|---|---|---|---|---|---|"]
+    for rtol in p["rtol"]:
+        win, comp_w, best_w = adaptive(model, t_max, rtol)
+        whole, comp, best = adaptive(model, t_max, rtol, window_from=1024)
+        k = int(whole.stats["accepted"])
+        assert int(win.stats["accepted"]) == k
+        assert np.allclose(observables(win, k), observables(whole, k), rtol=1e-12, atol=0)
+        lines.append(f"| {rtol:g} | {k} | {best_w:.3f} | {best:.3f} | {comp_w:.1f} | "
+                     f"{comp:.1f} |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
 
 
 def run(name: str, quick: bool) -> tuple[str, dict]:
@@ -158,6 +182,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", default="all", choices=("fig4", "lazy", "all"))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--windows", action="store_true",
+                        help="only time the adaptive rows with and without history windows")
     args = parser.parse_args()
     names = ("fig4", "lazy") if args.problem == "all" else (args.problem,)
     header = ("# Integrator accuracy against cost (benchmarks/integrator_accuracy.py)\n\n"
@@ -165,6 +191,14 @@ def main() -> None:
     curves = {}
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
                f"{datetime.date.today()}")
+    if args.windows:
+        for name in names:
+            text = windows(name)
+            replace_section(os.path.join(HERE, "results", "integrator.md"), "windows",
+                            f"{name} {platform.machine()}", f"Machine: {machine}\n\n{text}",
+                            header)
+            print(text, flush=True)
+        return
     for name in names:
         text, curves[name] = run(name, args.quick)
         replace_section(os.path.join(HERE, "results", "integrator.md"), "problem",

@@ -86,8 +86,10 @@ from ._stepper import (
 )
 from ._sweep import SweepResult as SweepResult, sweep as sweep
 from ._threshold import (
+    auto_scan as auto_scan,
     fit_divergence as fit_divergence,
     kindex_threshold as kindex_threshold,
+    late_fit as late_fit,
     relaxation_scan as relaxation_scan,
     threshold as threshold,
 )
