@@ -117,7 +117,7 @@ def _threshold(args, h, tgt, values, parameter: str, alpha) -> dict:
         out = threshold(h, tgt, parameter=parameter, tau=args.tau, m=args.m, alpha=alpha,
                         gamma0=args.gamma0, a=args.a, dt=args.dt, steps=args.steps,
                         errors=args.errors, num=args.num, report=report)
-        return dict(out, range="auto")
+        return out
     _, _, t_rel = relaxation_scan(h, tgt, parameter=parameter, values=values, tau=args.tau,
                                   m=args.m, alpha=alpha, gamma0=args.gamma0, a=args.a,
                                   dt=args.dt, steps=args.steps)

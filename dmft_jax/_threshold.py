@@ -454,7 +454,8 @@ def threshold(h, target: Target | None = None, *, parameter: str,
     and `diverged`. **Returns** a JSON-ready dict: parameter, threshold, threshold_err,
     exponent, exponent_err, points ([x, t_rel] of the relaxed runs), and amplitude, unrelaxed
     (the values that did not relax within dt * steps), model ("lz2", "H.2" or "dmft"), m (None
-    for infinity), tau_prime (the effective noise of the lz2 runs [F.73]), late_threshold and
+    for infinity), tau_prime (the effective noise of the lz2 runs [F.73]), range (first and
+    last value, or "auto"), late_threshold and
     late_exponent (the fit of the points with t_rel >= a third of the largest: a difference
     from threshold, exponent shows that the scan is not yet asymptotic). Fit entries that
     are not available (fewer than 3 relaxed points; errors with too few points) are None, so
@@ -466,7 +467,7 @@ def threshold(h, target: Target | None = None, *, parameter: str,
                          gamma0=gamma0, a=a, dt=dt, steps=steps, tol=tol, report=report)
         xs, t_rel = scan["values"], scan["t_rel"]
         unrelaxed = scan["unrelaxed"]
-        extra = dict(bracket=scan["bracket"], solves=scan["solves"],
+        extra = dict(range="auto", bracket=scan["bracket"], solves=scan["solves"],
                      diverged=scan["diverged"])
     else:
         _, _, t_rel = relaxation_scan(h, target, parameter=parameter, values=values, tau=tau,
@@ -474,6 +475,7 @@ def threshold(h, target: Target | None = None, *, parameter: str,
                                       tol=tol, batch=batch, chunks=chunks)
         xs = np.atleast_1d(np.asarray(values, dtype=float))
         unrelaxed = [float(x) for x in xs[~np.isfinite(t_rel)]]
+        extra = dict(range=[float(xs[0]), float(xs[-1])])
     ok = np.isfinite(t_rel)
     infinite = m is None or (isinstance(m, float) and math.isinf(m))
     fit = dict(threshold=None, threshold_err=None, exponent=None, exponent_err=None,

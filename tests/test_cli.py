@@ -177,7 +177,7 @@ def test_threshold_without_range_finds_the_interpolating_side(capsys):
     # the bracket at the horizon it was found on (T or T/2): relaxed, then not relaxed
     for steps in (320, 160):
         _, _, t = relaxation_scan([0.0, 0.3, 0.5], parameter="gamma0", values=[relaxed, beyond],
-                                  alpha=0.5, dt=0.2, steps=steps)
+                                  alpha=0.5, dt=0.2, steps=steps, batch=4)   # compiled above
         if np.isfinite(t[0]) and np.isinf(t[1]):
             break
     else:
