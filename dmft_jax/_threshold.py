@@ -289,8 +289,8 @@ def auto_scan(h, target: Target | None = None, *, parameter: str, num: int = 8, 
     **Returns** a dict: `values` (sorted: every relaxed value seen, at any stage, with
     t_rel >= levels[0] T), `t_rel` (theirs), `unrelaxed` (values of the last stage that
     did not relax within T), `diverged` (solves that diverged, at any stage), `bracket`
-    ([last relaxed, first not relaxed] within T, or within T/2 if the last stage relaxed
-    everywhere), `solves` (the number of solves, all stages). ValueError if no bracket is
+    ([last relaxed, first not relaxed] over the longest horizon at which both were seen: T/8
+    when the later stages relaxed everywhere), `solves` (the number of solves, all stages). ValueError if no bracket is
     found within 6 moves.
     """
     side = interpolating_side(parameter)
