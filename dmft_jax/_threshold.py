@@ -28,7 +28,7 @@ fitted gamma0 threshold is gamma*_GF(alpha, phi, tau) = tau' gamma*_GF(alpha) [F
 
 The threshold depends on the step dt at O(dt) (forward Euler); t_rel only exists where the run
 relaxes within its horizon `dt * steps`: points that do not are reported as "unrelaxed" and left
-out of the fit.
+out of the fit. Without a scan (`values=None`) `auto_scan` finds one on the interpolating side.
 """
 
 from __future__ import annotations
@@ -290,8 +290,8 @@ def auto_scan(h, target: Target | None = None, *, parameter: str, num: int = 8, 
     t_rel >= levels[0] T), `t_rel` (theirs), `unrelaxed` (values of the last stage that
     did not relax within T), `diverged` (solves that diverged, at any stage), `bracket`
     ([last relaxed, first not relaxed] over the longest horizon at which both were seen: T/8
-    when the later stages relaxed everywhere), `solves` (the number of solves, all stages). ValueError if no bracket is
-    found within 6 moves.
+    when the later stages relaxed everywhere), `solves` (the number of solves, all stages).
+    ValueError if no bracket is found within 8 moves.
     """
     side = interpolating_side(parameter)
     steps = int(steps)
