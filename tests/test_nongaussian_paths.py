@@ -47,6 +47,7 @@ def _on_coarse(x, factor):
     return np.asarray(x)[::factor]
 
 
+@pytest.mark.gpu  # heavy tier (~50 s under load on the 2-core CPU: the suite's time budget)
 def test_linear_identity_holds_in_the_limit():
     """Spec 6.2 with path-wise sampling: the path scheme is first order in dt like the Euler
     factor scheme but a different discretization (each step normalizes the paths, C_ii(t, t) = 1,
