@@ -16,7 +16,6 @@ JSON adds `bracket` and `solves`); solves that diverge while it explores are lis
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
@@ -106,7 +105,8 @@ def _scan(args: argparse.Namespace):
 def _threshold(args, h, tgt, values, parameter: str, alpha) -> dict:
     """The fitted threshold (as `dmft_jax.threshold` returns it) plus `diverged`: the values
     whose solve diverged, kept apart from `unrelaxed` (did not relax within dt * steps)."""
-    from ._threshold import fit_divergence, late_fit, relaxation_scan, tau_prime, threshold
+    from ._threshold import (_json_float, fit_divergence, late_fit, relaxation_scan, tau_prime,
+                             threshold)
     if values is None:
         start = time.perf_counter()
 
@@ -114,10 +114,9 @@ def _threshold(args, h, tgt, values, parameter: str, alpha) -> dict:
             print(f"dmft-jax threshold: {line} ({time.perf_counter() - start:.0f} s)",
                   file=sys.stderr, flush=True)
 
-        out = threshold(h, tgt, parameter=parameter, tau=args.tau, m=args.m, alpha=alpha,
-                        gamma0=args.gamma0, a=args.a, dt=args.dt, steps=args.steps,
-                        errors=args.errors, num=args.num, report=report)
-        return out
+        return threshold(h, tgt, parameter=parameter, tau=args.tau, m=args.m, alpha=alpha,
+                         gamma0=args.gamma0, a=args.a, dt=args.dt, steps=args.steps,
+                         errors=args.errors, num=args.num, report=report)
     _, _, t_rel = relaxation_scan(h, tgt, parameter=parameter, values=values, tau=args.tau,
                                   m=args.m, alpha=alpha, gamma0=args.gamma0, a=args.a,
                                   dt=args.dt, steps=args.steps)
@@ -130,8 +129,7 @@ def _threshold(args, h, tgt, values, parameter: str, alpha) -> dict:
         fit.pop("side"), fit.pop("residual")
     model = ("H.2" if parameter == "alpha_bar" else "lz2") if args.m is None else "dmft"
     tp = float(tau_prime(h, tgt, args.tau)) if model == "lz2" else float(args.tau)
-    return dict(parameter=parameter, **{k: (None if v is None or not math.isfinite(v)
-                                            else float(v)) for k, v in fit.items()},
+    return dict(parameter=parameter, **{k: _json_float(v) for k, v in fit.items()},
                 points=[[float(x), float(t)] for x, t in zip(values[ok], t_rel[ok])],
                 unrelaxed=[float(x) for x in values[~ok & ~bad]],
                 diverged=[float(x) for x in values[bad]], model=model, m=args.m, tau_prime=tp,
