@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 #: |C(t, s)| may exceed 1 by at most this much before a solve counts as diverged.
-CORRELATION_TOLERANCE = 1e-6
+CORRELATION_TOLERANCE = 1e-3
 
 #: e_tr(t) > DIVERGENCE_FACTOR * (1 + e_tr(0)) counts as diverged (theory, networks, simulations).
 DIVERGENCE_FACTOR = 1e3

@@ -195,3 +195,18 @@ def test_adaptive_gradients_light():
     eps = 1e-4
     fd = (value(1 + eps) - value(1 - eps)) / (2 * eps)
     np.testing.assert_allclose(fwd["a0"], fd, rtol=5e-6)
+
+
+def test_divergence_rule_separates_blowups_from_accuracy():
+    """The one divergence rule: a correlation within a solve's accuracy of 1 (an adaptive lazy
+    m = 256 solve at rtol 1e-4 reached C = 1 + 2e-5 where its weights stopped moving) is not a
+    divergence; a correlation beyond 1 + CORRELATION_TOLERANCE, a non-finite value or a
+    1000-fold growth of the train error is."""
+    from dmft_jax._results import CORRELATION_TOLERANCE, DIVERGENCE_FACTOR, diverged_rows
+    e_tr = jnp.array([0.5, 0.1, 1e-8, 1e-8, 1e-8, 2.0 * DIVERGENCE_FACTOR])
+    c = jnp.array([0.0, 0.5, 1.0 + 2e-5, -(1.0 + 2e-5), 1.0 + 2.0 * CORRELATION_TOLERANCE, 0.0])
+    bad = np.asarray(diverged_rows(e_tr, correlations=c[:, None]))
+    assert bad.tolist() == [False, False, False, False, True, True]
+    nan = np.asarray(diverged_rows(e_tr[:2], jnp.array([1.0, jnp.nan]),
+                                   correlations=c[:2, None]))
+    assert nan.tolist() == [False, True]
