@@ -33,7 +33,7 @@ SETTINGS = {
     "meanfield": dict(h=[0.0, 0.9, 0.0, 1.0 / 6.0], tau=0.6, alpha=0.3, scale=dict(a0=1.0)),
 }
 DEFAULT = ["lazy:64:64:512", "lazy:256:100:512", "lazy:256:100:2048", "lazy:1024:100:512:20000",
-           "meanfield:256:2560:512:20000"]
+           "meanfield:64:640:512:20000", "meanfield:256:2560:512:20000"]
 
 
 def child(spec: str, rtol: float) -> dict:
