@@ -27,8 +27,9 @@ WIDE, T_WIDE, RTOL, HISTORY = (64, 256, 1024), 10.0, 1e-4, 1024
 #: (m, dt, t_max) per width of the third regime: dt inside the stability bound
 #: ~1/(alpha gamma^2 m h'(1)) with the gamma ~ 1.5 reached at late times, t_max a few times m.
 WIDTHS = ((4, 0.04, 40.0), (8, 0.03, 48.0), (16, 0.025, 48.0))
-#: `--quick`: one wide solve to t = 2 and one long one.
-QUICK_WIDE, QUICK_T_WIDE = (64,), 2.0
+#: `--quick`: one wide solve to t = 2 (~200 steps: a history of 256 needs no windows) and one
+#: long one.
+QUICK_WIDE, QUICK_T_WIDE, QUICK_HISTORY = (64,), 2.0, 256
 QUICK = ((4, 0.05, 24.0),)
 _H = [0.0, 0.9, 0.5]
 
@@ -58,14 +59,15 @@ def solve_widths(widths, tau=2.5, alpha=0.3, gamma0=1.0, log=print):
     return out
 
 
-def solve_wide(widths, t_max: float = T_WIDE, tau=2.5, alpha=0.3, gamma0=1.0, log=print):
-    """Adaptive symmetric DMFT solves to `t_max` for each width (rtol `RTOL`, a history of
-    `HISTORY` times); returns {m: arrays} over the accepted steps."""
+def solve_wide(widths, t_max: float = T_WIDE, tau=2.5, alpha=0.3, gamma0=1.0, log=print,
+               history: int = HISTORY):
+    """Adaptive symmetric DMFT solves to `t_max` for each width (rtol `RTOL`, a bounded history
+    of `history` times); returns {m: arrays} over the accepted steps."""
     from ._integrate import Adaptive, solve
     out = {}
     for m in widths:
         start = time.perf_counter()
-        ctrl = Adaptive(t_max, rtol=RTOL, atol=RTOL * 1e-2, history=HISTORY)
+        ctrl = Adaptive(t_max, rtol=RTOL, atol=RTOL * 1e-2, history=history)
         sol = solve(_model(m, tau, alpha, gamma0), ctrl, progress=True, label=f"m={m}")
         t = np.asarray(sol.t)
         keep = np.isfinite(t)
@@ -76,8 +78,9 @@ def solve_wide(widths, t_max: float = T_WIDE, tau=2.5, alpha=0.3, gamma0=1.0, lo
     return out
 
 
-def reduced_theories(t_max: float = T_WIDE, tau=2.5, alpha=0.3, gamma0=1.0) -> dict:
-    """lz1 on t m in [0, 12] (closed form) and lz2 on t in [0, t_max] (trapezoid, 400 steps)."""
+def reduced_theories(t_max: float = T_WIDE, tau=2.5, alpha=0.3, gamma0=1.0,
+                     steps: int = 400) -> dict:
+    """lz1 on t m in [0, 12] (closed form) and lz2 on t in [0, t_max] (trapezoid, `steps`)."""
     from ._covariance import covariance, target
     from ._grid import TimeGrid
     from ._integrate import solve
@@ -86,7 +89,7 @@ def reduced_theories(t_max: float = T_WIDE, tau=2.5, alpha=0.3, gamma0=1.0) -> d
     h, tg = covariance(_H), target("same", _H)
     one = lz1(h, tg, tau=tau, alpha=alpha, gamma0=gamma0, t=np.linspace(0.0, 12.0, 241))
     two = solve(lz2_model(h, tg, tau=tau, alpha=alpha, gamma0=gamma0),
-                TimeGrid(t_max / 400, 400), Trapezoid())
+                TimeGrid(t_max / steps, steps), Trapezoid())
     return dict(lz1={"t": np.asarray(one.t), "e": np.asarray(one.e_tr)},
                 lz2={"t": np.asarray(two.t), "e_tr": np.asarray(two.e_tr),
                      "e_ts": np.asarray(two.e_ts)})
@@ -154,9 +157,11 @@ def run_demo(path: str, quick: bool = False, save=None) -> dict:
     given: the command line's atomic writer). Returns {"long": ..., "wide": ...}."""
     start = time.perf_counter()
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    t_wide = QUICK_T_WIDE if quick else T_WIDE
-    wide = solve_wide(QUICK_WIDE if quick else WIDE, t_wide, log=log)
-    reduced = reduced_theories(t_wide)
+    if quick:
+        wide = solve_wide(QUICK_WIDE, QUICK_T_WIDE, log=log, history=QUICK_HISTORY)
+        reduced = reduced_theories(QUICK_T_WIDE, steps=100)
+    else:
+        wide, reduced = solve_wide(WIDE, T_WIDE, log=log), reduced_theories(T_WIDE)
     results = solve_widths(QUICK if quick else WIDTHS, log=log)
     if save is None:
         plot_regimes(results, path, wide=wide, reduced=reduced)

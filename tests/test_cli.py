@@ -150,13 +150,14 @@ def test_demo_quick_writes_its_figure(tmp_path):
     m = 64, where its O(m^-1/2) distance is ~0.13) while the train error falls below it; its
     long solve (m = 4) reaches interpolation (e_tr -> 0) with gamma grown above gamma0 = 1
     (third regime)."""
-    from dmft_jax._demo import QUICK, QUICK_T_WIDE, QUICK_WIDE, plateau, solve_wide, solve_widths
+    from dmft_jax._demo import (QUICK, QUICK_HISTORY, QUICK_T_WIDE, QUICK_WIDE, plateau,
+                                solve_wide, solve_widths)
     path = tmp_path / "demo.png"
     assert main(["demo", "--quick", "--out", str(path)]) == 0
     assert path.stat().st_size > 20_000
     res = solve_widths(QUICK[:1], log=lambda s: None)[4]
     assert res["e_tr"][-1] < 1e-3 < res["e_ts"][-1] and res["gamma"][-1] > 1.3
-    wide = solve_wide(QUICK_WIDE, QUICK_T_WIDE, log=lambda s: None)[64]
+    wide = solve_wide(QUICK_WIDE, QUICK_T_WIDE, log=lambda s: None, history=QUICK_HISTORY)[64]
     assert wide["t"][-1] == QUICK_T_WIDE
     assert abs(wide["e_ts"][-1] - plateau(2.5)) < 0.2
     assert wide["e_tr"][-1] < plateau(2.5) - 1.0 and np.all(np.diff(wide["e_tr"]) <= 1e-12)
