@@ -128,12 +128,14 @@ plt.show()
 
 # %%
 T2 = 2.0 if SMOKE else 10.0
-ref2 = solve(lz2_model(H, PHI, tau=TAU, alpha=ALPHA, gamma0=G0), TimeGrid(T2 / N, N), Trapezoid())
+ref2 = solve(lz2_model(H, PHI, tau=TAU, alpha=ALPHA, gamma0=G0), TimeGrid(T2 / N, N),
+             Trapezoid())
 fig, ax = plt.subplots(figsize=(5, 4))
 for m in (16,) if SMOKE else WIDTHS:
     sol = solve(symmetric_dmft(H, PHI, tau=TAU, alpha=ALPHA, m=m, gamma0=G0),
                 Adaptive(T2, rtol=1e-4, atol=1e-6, history=1024))
-    t, e_tr, e_ts = (np.asarray(x)[np.isfinite(np.asarray(sol.t))] for x in (sol.t, sol.e_tr, sol.e_ts))
+    done = np.isfinite(np.asarray(sol.t))          # records past the last step: t = inf
+    t, e_tr, e_ts = (np.asarray(x)[done] for x in (sol.t, sol.e_tr, sol.e_ts))
     ax.semilogy(t, e_tr, label=f"train, m = {m}")
     ax.semilogy(t, e_ts, ":", color=ax.lines[-1].get_color())
     late = t >= 1
