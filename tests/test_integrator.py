@@ -210,3 +210,32 @@ def test_divergence_rule_separates_blowups_from_accuracy():
     nan = np.asarray(diverged_rows(e_tr[:2], jnp.array([1.0, jnp.nan]),
                                    correlations=c[:2, None]))
     assert nan.tolist() == [False, True]
+
+
+@pytest.mark.parametrize("name", ["symmetric", "lz2", "h2"])
+def test_a_rejected_step_leaves_nothing_behind(name):
+    """An adaptive step that is rejected and retried with a smaller step gives bitwise the
+    state of taking the smaller step directly (the loop's invariant: a rejection undoes the
+    advancing row it wrote, and recomputing row n's auxiliaries must not read what the
+    rejected attempt wrote there: C_A's column n did, before this test, and every rejection
+    corrupted C_A(t, t))."""
+    from dmft_jax._integrate import _unwrite_row
+    h = [0.0, 0.9, 0.5]
+    model = {"symmetric": lambda: dj.symmetric_dmft(h, dj.target("same", h), tau=0.3,
+                                                    alpha=0.3, m=4, gamma0=1.0),
+             "lz2": lambda: dj.lz2_model(h, tau=0.3, alpha=0.3, gamma0=1.0),
+             "h2": lambda: dj.h2_model([0.0, 0.3, 0.5], tau=1.0, alpha_bar=1.0, a=1.0)}[name]()
+    stepper, size, dt, n = dj.Trapezoid(), 16, 0.01, 6
+    state, ts = model.init(size), jnp.zeros(size)
+    for k in range(n):
+        ts = ts.at[k + 1].set(ts[k] + dt)
+        state = stepper.step(model, k, state, ts).state
+    small = ts.at[n + 1].set(ts[n] + dt)
+    direct = stepper.step(model, n, state, small).state
+    tried = stepper.step(model, n, state, ts.at[n + 1].set(ts[n] + 3 * dt)).state
+    retried = stepper.step(model, n, _unwrite_row(model, n + 1, tried, keep=jnp.asarray(False)),
+                           small).state
+    for key in direct:
+        for a, b in zip(jax.tree_util.tree_leaves(retried[key]),
+                        jax.tree_util.tree_leaves(direct[key])):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=key)
