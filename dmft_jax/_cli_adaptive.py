@@ -55,6 +55,10 @@ def add_adaptive_arguments(p) -> None:
                    help="stop (exit 1) when the bounded history would drop a time whose "
                         "linear-interpolation error exceeds X times the tolerance (default 1; "
                         "a large X accepts a coarser history)")
+    g.add_argument("--control-train-error", action="store_true", default=None,
+                   help="also bound the estimated quadrature error of C_A(t, t), i.e. of the "
+                        "train error, by the tolerance (more steps under lazy "
+                        "initialization; without it only a, v, C, R are controlled)")
     g.add_argument("--max-steps", type=COUNT, default=None, metavar="N",
                    help=f"most accepted steps (default {MAX_STEPS})")
     g.add_argument("--save-at", default=None, metavar="T1,T2,...|log:K|lin:K",
@@ -68,7 +72,7 @@ def add_adaptive_arguments(p) -> None:
 def check_flags(args) -> None:
     """UsageError for flags that contradict each other (before any work)."""
     adaptive_only = ("rtol", "atol", "history", "max_decimation_error", "max_steps", "save_at",
-                     "checkpoint")
+                     "checkpoint", "control_train_error")
     if args.t_max is None:
         given = [f"--{k.replace('_', '-')}" for k in adaptive_only
                  if getattr(args, k) is not None]
@@ -127,7 +131,8 @@ def save_times(text: str | None, t_max: float) -> np.ndarray | None:
 def controller(args):
     from ._integrate import Adaptive
     return Adaptive(args.t_max, rtol=args.rtol, atol=args.atol, max_steps=args.max_steps,
-                    history=args.history, max_decimation_error=args.max_decimation_error)
+                    history=args.history, max_decimation_error=args.max_decimation_error,
+                    control_auxiliary=bool(args.control_train_error))
 
 
 def adaptive_bytes(history: int, max_steps: int, pair: float, vec: float, k: int) -> float:

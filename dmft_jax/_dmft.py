@@ -28,7 +28,7 @@ from ._integrate import AbstractModel
 from ._results import diverged_rows
 from ._solution import Solution
 from ._stepper import AbstractStiff, Row, RowWeights
-from ._volterra import d2_times, response_rows
+from ._volterra import d2_times, diagonal_error, response_rows
 
 
 class _Terms(NamedTuple):
@@ -257,10 +257,11 @@ class DMFT(AbstractModel):
             nu=jnp.zeros((*vec, size), dtype),
             rho=jnp.zeros((size,), dtype),
             sigma_jump=jnp.zeros((size,), dtype),
+            ca_error=jnp.zeros((size,), dtype),
         )
 
     def time_axes(self):
-        return dict(a=1, v=1, C=2, R=2, R_A=2, C_A=2, nu=1, rho=1, sigma_jump=1)
+        return dict(a=1, v=1, C=2, R=2, R_A=2, C_A=2, nu=1, rho=1, sigma_jump=1, ca_error=1)
 
     def advancing(self):
         return frozenset({"a", "v", "C", "R"})
@@ -315,7 +316,9 @@ class DMFT(AbstractModel):
             noise=w * c_row * dh_c,
             force=self.alpha * rho * a_t[..., None] * self.target.grad_phihat(v_t),
             d_a=self._da(n, s, c_n, r_n, r_row, c_row, rho, r_jump[n], wts))
-        s = dict(s, R_A=r_a, C_A=c_a, rho=s["rho"].at[n].set(rho), sigma_jump=sigma_jump)
+        ca_error = diagonal_error(sigma_r, sigma_c, r_row, c_row, r_jump, n, wts)
+        s = dict(s, R_A=r_a, C_A=c_a, rho=s["rho"].at[n].set(rho), sigma_jump=sigma_jump,
+                 ca_error=s["ca_error"].at[n].set(ca_error))
         return s, kernels
 
     def _terms(self, n, s, wts: RowWeights):

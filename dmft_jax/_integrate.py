@@ -101,6 +101,16 @@ class AbstractModel(eqx.Module):
         reports `RESULTS.invalid_input` otherwise. Default: always valid."""
         return jnp.asarray(True)
 
+    def aux_error(self, n, state: dict):
+        """`(error, value)`: the estimated quadrature error of an auxiliary of row n and the
+        auxiliary itself, which the adaptive step-size control bounds next to the advancing
+        quantities; None for none. Default: the models of the DMFT family that keep the
+        buffer `ca_error` (`dmft_jax._volterra.diagonal_error`: C_A(t_n, t_n), i.e. the train
+        error [C.24]); None otherwise."""
+        if "ca_error" not in state:
+            return None
+        return state["ca_error"][n], state["C_A"][n, n]
+
     def divergence(self, n, state: dict) -> Array:
         """True if row n shows divergence (the rule of `dmft_jax._results`). Default: never."""
         del n, state
@@ -231,9 +241,15 @@ class Adaptive(eqx.Module):
     over the new row of every advancing quantity, and the next step is
     h * clip(safety * err^(-1/(q+1)), factor_min, factor_max), q the estimate's order.
     The controller's decisions are not differentiated (stop_gradient on the step sizes).
-    Only the advancing quantities are under this control: a model's auxiliaries (the DMFT's
-    R_A and C_A, hence e_tr = -C_A(t, t)/2) are quadratures over the history and can be less
-    accurate (measured: lazy m = 64, t = 8, rtol 1e-4: e_tr 5e-3 relative off, e_ts 1.5e-4).
+    By default only the advancing quantities are under this control: a model's auxiliaries
+    (the DMFT's R_A and C_A, hence e_tr = -C_A(t, t)/2) are quadratures over the history and
+    can be less accurate (measured: lazy m = 64, t = 8, rtol 1e-3 and 1e-4: e_tr 0.21 and
+    5e-3 relative off, e_ts 2e-3 and 1.5e-4). `control_auxiliary=True` also bounds the model's
+    estimate of its auxiliary's quadrature error (`AbstractModel.aux_error`; for the DMFT family
+    Simpson minus trapezoid on the last two intervals of C_A(t, t)'s integral) by
+    atol + rtol |C_A(t, t)|: e_tr then follows the tolerance (same setting, rtol 1e-3: 1.4e-3
+    off) at several times the steps (1121 instead of 176), because under lazy initialization
+    the step then resolves the responses' near-diagonal structure of width ~1/m.
 
     **Bounded history** (Kim-Latz decimation): at most `history` times are stored for the
     two-time functions. When the history is full, every other point of its older half (t = 0
@@ -252,7 +268,8 @@ class Adaptive(eqx.Module):
 
     **Fields:** `t_max`, `rtol`, `atol`, `dt0` (first step), `dt_min`,
     `max_decimation_error` (traced; `inf` accepts any decimation); `max_steps`, `history`,
-    `window_from` (static sizes); `safety`, `factor_min`, `factor_max` (static).
+    `window_from` (static sizes); `safety`, `factor_min`, `factor_max`, `control_auxiliary`
+    (static).
     """
 
     t_max: Array
@@ -267,11 +284,12 @@ class Adaptive(eqx.Module):
     safety: float = eqx.field(static=True, default=0.9)
     factor_min: float = eqx.field(static=True, default=0.2)
     factor_max: float = eqx.field(static=True, default=5.0)
+    control_auxiliary: bool = eqx.field(static=True, default=False)
 
     def __init__(self, t_max, *, rtol=1e-6, atol=1e-8, dt0=None, dt_min=None,
                  max_decimation_error=1.0, max_steps: int = 100_000, history: int = 1024,
                  window_from: int = 256, safety: float = 0.9, factor_min: float = 0.2,
-                 factor_max: float = 5.0):
+                 factor_max: float = 5.0, control_auxiliary: bool = False):
         for name, value, lower in (("t_max", t_max, 0.0), ("rtol", rtol, 0.0),
                                    ("atol", atol, 0.0)):
             val = _concrete(value)
@@ -299,6 +317,7 @@ class Adaptive(eqx.Module):
         self.max_steps, self.history = int(max_steps), int(history)
         self.window_from = int(window_from)
         self.safety, self.factor_min, self.factor_max = safety, factor_min, factor_max
+        self.control_auxiliary = bool(control_auxiliary)
 
     def windows(self) -> list[int]:
         """Widths of the leading blocks the solve runs on before the history fills up:
@@ -490,8 +509,12 @@ def adaptive_advance(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStep
         rec = dict(model.records(n, out.state), t=t)
         records = jtu.tree_map(lambda buf, x: buf.at[c.accepted].set(x), c.records, rec)
         diverged = model.divergence(n, out.state)
-        err = jax.lax.stop_gradient(error_norm(out.error, out.new, out.new, ctrl.rtol,
-                                               ctrl.atol))
+        err = error_norm(out.error, out.new, out.new, ctrl.rtol, ctrl.atol)
+        if ctrl.control_auxiliary and out.aux is not None:
+            aux_err, aux_value = out.aux
+            err = jnp.maximum(err, jnp.abs(aux_err) / (ctrl.atol + ctrl.rtol * jnp.abs(aux_value)))
+            err = jnp.where(jnp.isfinite(err), err, jnp.inf)
+        err = jax.lax.stop_gradient(err)
         accept = (err <= 1.0) & ~diverged
         factor = jnp.clip(ctrl.safety * jnp.maximum(err, 1e-10) ** exponent,
                           ctrl.factor_min, ctrl.factor_max)

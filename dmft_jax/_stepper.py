@@ -56,6 +56,8 @@ class RowWeights(eqx.Module):
       int_{t_k}^{t_n} (e.g. R(t_k^+, t_k) = I);
     - `upper_at`: `upper_at[k]` the weight of the jump value at the upper end s = t_k of
       int_0^{t_k};
+    - `h`: the interval lengths h[l] = t_{l+1} - t_l for l < n (zero beyond), for error
+      estimates of the quadratures (`dmft_jax._volterra.diagonal_error`);
     - `jumps`: static, True if the jump values enter the front (the value of R(t_n^+, t_n) = I
       is part of row n and advances with the rate); False for Euler, which applies the jump
       after its step.
@@ -65,6 +67,7 @@ class RowWeights(eqx.Module):
     upper: Array
     lower: Array
     upper_at: Array
+    h: Array
     jumps: bool = eqx.field(static=True)
 
 
@@ -81,14 +84,16 @@ class Quadrature(eqx.Module):
         idx = jnp.arange(size)
         h = jnp.concatenate([jnp.diff(ts), jnp.zeros((1,), ts.dtype)])     # h[l] = t_{l+1} - t_l
         h_prev = jnp.concatenate([jnp.zeros((1,), ts.dtype), h[:-1]])        # h[l - 1]
-        left = jnp.where(idx < n, self.theta_left * h, 0.0)
+        h = jnp.where(idx < n, h, 0.0)
+        left = self.theta_left * h
         right = jnp.where((idx >= 1) & (idx <= n), self.theta_right * h_prev, 0.0)
         zero = jnp.zeros((), ts.dtype)
         if not self.jumps:
             return RowWeights(w=left + right, upper=zero, lower=jnp.zeros_like(left),
-                              upper_at=jnp.zeros_like(left), jumps=False)
+                              upper_at=jnp.zeros_like(left), h=h, jumps=False)
         upper = jnp.where(n >= 1, self.theta_right * h_prev[jnp.minimum(n, size - 1)], 0.0)
-        return RowWeights(w=left + right, upper=upper, lower=left, upper_at=right, jumps=True)
+        return RowWeights(w=left + right, upper=upper, lower=left, upper_at=right, h=h,
+                          jumps=True)
 
 
 EULER_QUADRATURE = Quadrature(1.0, 0.0, False)
@@ -219,12 +224,15 @@ def _scale(c, tree):
 
 class Step(NamedTuple):
     """Result of one `AbstractStepper.step`: the state with step n written, the new row
-    (front of row n + 1), the local error estimate (or None) and a `RESULTS` item."""
+    (front of row n + 1), the local error estimate (or None), a `RESULTS` item, and `aux`:
+    None or the pair (error, value) of an auxiliary of row n + 1 that the step-size control
+    also bounds (`AbstractModel.aux_error`)."""
 
     state: Any
     new: Any
     error: Any
     result: Any
+    aux: Any = None
 
 
 class AbstractStepper(eqx.Module):
@@ -282,7 +290,9 @@ class Trapezoid(AbstractStepper):
     This is Heun's trapezoidal method when K = 0 and integrates the stiff linear decay exactly,
     so the step is not bound by 1/K. The memory integrals use trapezoidal weights with the
     jump values R(t^+, t) = I at their ends. `y_{n+1} - y*` estimates the local error of the
-    first-order predictor (`error_order` 1) for the step-size controller.
+    first-order predictor (`error_order` 1) for the step-size controller; with it goes the
+    model's estimate of the quadrature error of an auxiliary of row n + 1 (`aux`: the train
+    error's C_A(t, t) in the DMFT family), which the predictor-corrector difference cannot see.
 
     `corrections`: number of corrector passes (1 = PECE).
     """
@@ -306,13 +316,14 @@ class Trapezoid(AbstractStepper):
         for _ in range(self.corrections):
             prov = model.write(n + 1, prov, new)
             prov, row1 = model.row(n + 1, prov, w1)
+            aux = model.aux_error(n + 1, prov)
             stiff = row0.stiff if row0.stiff is None else row0.stiff.mean(row1.stiff)
             delta = _add(model.mask(n, row1.rate), _scale(-1.0, f0),
                          _times(stiff, _add(new, _scale(-1.0, y0))))
             new = _add(y0, _scale(h, _phi(stiff, 1, h, f0)), _scale(h, _phi(stiff, 2, h, delta)))
         state = model.clear_aux(n + 1, model.write(n + 1, prov, new))
         error = _add(new, _scale(-1.0, pred))
-        return Step(state, new, error, RESULTS.successful)
+        return Step(state, new, error, RESULTS.successful, aux)
 
 
 class Map(AbstractStepper):

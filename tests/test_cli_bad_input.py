@@ -183,6 +183,7 @@ CASES = [
     (["solve", "--dynamics", "gd", "--lr", "0.5", "--init", "strings.npz"], "--init"),
     (["solve", "--dynamics", "gd", "--lr", "0.5", "--out", "x.txt"], "--out"),
     # ------------------------------------------------------- solve: adaptive (issue 9)
+    (["solve", "--control-train-error"], "--control-train-error"),
     (["solve", "--max-decimation-error", "2"], "--max-decimation-error"),
     (["solve", "--t-max", "3", "--max-decimation-error", "0"], "--max-decimation-error"),
     (["solve", "--t-max", "3", "--max-decimation-error", "nan"], "--max-decimation-error"),
