@@ -520,8 +520,9 @@ def adaptive_advance(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStep
                           ctrl.factor_min, ctrl.factor_max)
         factor = jnp.where(jnp.isfinite(err), factor, ctrl.factor_min)
         h_next = jax.lax.stop_gradient(h * jnp.where(accept, factor, jnp.minimum(factor, 0.9)))
-        # A rejected step leaves nothing behind: zero the row it wrote (O(L) in place).
-        state = _unwrite_row(model, n + 1, out.state, keep=accept)
+        # A rejected step leaves nothing behind (O(L) in place): its retry starts from the
+        # state the attempt found.
+        state = _undo_step(model, n, out.state, keep=accept)
         j = c.accepted + jnp.where(accept, 1, 0)
         result = RESULTS.where(diverged, RESULTS.diverged, c.result)
         result = RESULTS.where(~accept & ~diverged & (h_next < ctrl.dt_min),
@@ -587,12 +588,16 @@ def _pad_records(records: dict, last) -> dict:
     return {key: pad(key, buf) for key, buf in records.items()}
 
 
-def _unwrite_row(model: AbstractModel, n, state: dict, keep) -> dict:
-    """Index n of the advancing buffers multiplied by `keep` (zeroed when False)."""
+def _undo_step(model: AbstractModel, n, state: dict, keep) -> dict:
+    """What step n wrote, multiplied by `keep` (undone when False): the advancing buffers at
+    index n + 1 and the auxiliaries of row n. Both were zero before the step (the previous step
+    cleared the auxiliaries of its provisional row n), so a rejected step leaves the state it
+    found, and its retry cannot read the attempt's outputs (row n's C_A column was one)."""
     out = dict(state)
+    adv = model.advancing()
     for key, k in model.time_axes().items():
-        if key in model.advancing():
-            out[key] = jtu.tree_map(lambda x, k=k: scale_index(x, k, n, keep), state[key])
+        idx = n + 1 if key in adv else n
+        out[key] = jtu.tree_map(lambda x, k=k, idx=idx: scale_index(x, k, idx, keep), state[key])
     return out
 
 

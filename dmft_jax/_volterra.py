@@ -52,9 +52,6 @@ def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, r_jump
     column n of C_A) written, and the two rows.
     """
     before = jnp.arange(r_a.shape[0]) < n
-    # Column n of C_A is this row's own output (written below as C_A[l, n] = C_A[n, l]); an
-    # earlier call for row n (a rejected adaptive step's) may have left it: it must not enter.
-    c_a = c_a.at[:, n].set(0.0)
     denom = 1.0 + wts.upper * (-r_jump[n])
     ws_r, ws_c = wts.w * sigma_r, wts.w * sigma_c
     r_row = -sigma_r - ws_r @ r_a - wts.lower * sigma_r * r_jump

@@ -216,10 +216,10 @@ def test_divergence_rule_separates_blowups_from_accuracy():
 def test_a_rejected_step_leaves_nothing_behind(name):
     """An adaptive step that is rejected and retried with a smaller step gives bitwise the
     state of taking the smaller step directly (the loop's invariant: a rejection undoes the
-    advancing row it wrote, and recomputing row n's auxiliaries must not read what the
-    rejected attempt wrote there: C_A's column n did, before this test, and every rejection
+    advancing row n + 1 and the auxiliaries of row n it wrote, so that the retry cannot read
+    the attempt's outputs: row n's C_A column did, before this test, and every rejection
     corrupted C_A(t, t))."""
-    from dmft_jax._integrate import _unwrite_row
+    from dmft_jax._integrate import _undo_step
     h = [0.0, 0.9, 0.5]
     model = {"symmetric": lambda: dj.symmetric_dmft(h, dj.target("same", h), tau=0.3,
                                                     alpha=0.3, m=4, gamma0=1.0),
@@ -233,7 +233,7 @@ def test_a_rejected_step_leaves_nothing_behind(name):
     small = ts.at[n + 1].set(ts[n] + dt)
     direct = stepper.step(model, n, state, small).state
     tried = stepper.step(model, n, state, ts.at[n + 1].set(ts[n] + 3 * dt)).state
-    retried = stepper.step(model, n, _unwrite_row(model, n + 1, tried, keep=jnp.asarray(False)),
+    retried = stepper.step(model, n, _undo_step(model, n, tried, keep=jnp.asarray(False)),
                            small).state
     for key in direct:
         for a, b in zip(jax.tree_util.tree_leaves(retried[key]),
