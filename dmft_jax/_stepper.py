@@ -316,11 +316,11 @@ class Trapezoid(AbstractStepper):
         for _ in range(self.corrections):
             prov = model.write(n + 1, prov, new)
             prov, row1 = model.row(n + 1, prov, w1)
-            aux = model.aux_error(n + 1, prov)
             stiff = row0.stiff if row0.stiff is None else row0.stiff.mean(row1.stiff)
             delta = _add(model.mask(n, row1.rate), _scale(-1.0, f0),
                          _times(stiff, _add(new, _scale(-1.0, y0))))
             new = _add(y0, _scale(h, _phi(stiff, 1, h, f0)), _scale(h, _phi(stiff, 2, h, delta)))
+        aux = model.aux_error(n + 1, prov)            # before clear_aux removes row n + 1's
         state = model.clear_aux(n + 1, model.write(n + 1, prov, new))
         error = _add(new, _scale(-1.0, pred))
         return Step(state, new, error, RESULTS.successful, aux)
