@@ -102,27 +102,23 @@ def plateau(tau: float, gamma0: float = 1.0) -> float:
     return 0.5 * (tau**2 + h1 - dh0**2 / dh0 + gamma0**2 * (h1 - dh0))
 
 
-def regimes_figure(results: dict, tau: float = 2.5, wide: dict | None = None,
-                   reduced: dict | None = None):
-    """One panel per time scale: errors against t m and t (the `wide` solves, with lz1 and lz2
-    from `reduced`; the fixed-grid `results` when `wide` is None), gamma = a/sqrt(m) against
-    t/m (`results`)."""
+def regimes_figure(results: dict, wide: dict, reduced: dict, tau: float = 2.5):
+    """One panel per time scale: errors against t m and t (the adaptive `wide` solves, with lz1
+    and lz2 from `reduced_theories`), gamma = a/sqrt(m) against t/m (the fixed-grid
+    `results`)."""
     import matplotlib
 
     from ._plot import new_figure
     fig, axes = new_figure(1, 3, (15, 4.5))
     ax = axes[0]
-    early = results if wide is None else wide
-    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, len(early)))
-    for color, (m, r) in zip(colors, sorted(early.items())):
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, len(wide)))
+    for color, (m, r) in zip(colors, sorted(wide.items())):
         t = r["t"]
         for axis, x in ((ax[0], t * m), (ax[1], t)):
             axis.plot(x, r["e_tr"], color=color, label=f"train, m = {m}")
             axis.plot(x, r["e_ts"], "--", color=color, label=f"test, m = {m}")
-    if reduced is not None:
-        ax[0].plot(reduced["lz1"]["t"], reduced["lz1"]["e"], "k:", lw=1.5,
-                   label="lz1 (train = test)")
-        ax[1].plot(reduced["lz2"]["t"], reduced["lz2"]["e_tr"], "k:", lw=1.5, label="lz2 train")
+    ax[0].plot(reduced["lz1"]["t"], reduced["lz1"]["e"], "k:", lw=1.5, label="lz1 (train = test)")
+    ax[1].plot(reduced["lz2"]["t"], reduced["lz2"]["e_tr"], "k:", lw=1.5, label="lz2 train")
     ax[1].axhline(plateau(tau), color="gray", lw=0.8, ls=":", label="lz2 test = plateau [2.7]")
     ax[0].axhline(plateau(tau), color="gray", lw=0.8, ls=":", label="plateau [2.7]")
     for axis in ax[:2]:
@@ -130,7 +126,7 @@ def regimes_figure(results: dict, tau: float = 2.5, wide: dict | None = None,
     ax[0].set(xlim=(0, 12), xlabel="t m", ylabel="error",
               title="1: t ~ 1/m: linear part learned (train = test)")
     ax[0].legend(fontsize=7, ncol=2)
-    span = max(float(np.max(r["t"])) for r in early.values())
+    span = max(float(np.max(r["t"])) for r in wide.values())
     ax[1].set(xscale="log", xlim=(span / 1000, span), xlabel="t",
               title="2: t ~ 1: train falls, test flat")
     ax[1].legend(fontsize=7, ncol=2, loc="lower left")
@@ -146,10 +142,10 @@ def regimes_figure(results: dict, tau: float = 2.5, wide: dict | None = None,
     return fig
 
 
-def plot_regimes(results: dict, path: str, tau: float = 2.5, wide=None, reduced=None) -> None:
+def plot_regimes(results: dict, wide: dict, reduced: dict, path: str, tau: float = 2.5) -> None:
     """`regimes_figure` written to `path`."""
     from ._plot import save_figure
-    save_figure(regimes_figure(results, tau, wide, reduced), path)
+    save_figure(regimes_figure(results, wide, reduced, tau), path)
 
 
 def run_demo(path: str, quick: bool = False, save=None) -> dict:
@@ -164,8 +160,8 @@ def run_demo(path: str, quick: bool = False, save=None) -> dict:
         wide, reduced = solve_wide(WIDE, T_WIDE, log=log), reduced_theories(T_WIDE)
     results = solve_widths(QUICK if quick else WIDTHS, log=log)
     if save is None:
-        plot_regimes(results, path, wide=wide, reduced=reduced)
+        plot_regimes(results, wide, reduced, path)
     else:
-        save(regimes_figure(results, wide=wide, reduced=reduced))
+        save(regimes_figure(results, wide, reduced))
     print(f"wrote {path} ({time.perf_counter() - start:.0f} s)")
     return dict(long=results, wide=wide)
