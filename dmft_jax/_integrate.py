@@ -501,7 +501,7 @@ def adaptive_advance(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStep
         if width == size:
             c = jax.lax.cond(c.n + 1 >= size, decimate, lambda x: x, c)
         n, t = c.n, c.ts[c.n]
-        h = jax.lax.stop_gradient(jnp.minimum(c.h, t_max - t))
+        h = jax.lax.stop_gradient(_landing_step(c.h, t_max - t))
         ts = c.ts.at[n + 1].set(t + h)
         out = stepper.step(model, n, c.state, ts)
         # Row n (accepted earlier, auxiliaries now written) is recorded at index `accepted`;
@@ -586,6 +586,28 @@ def _pad_records(records: dict, last) -> dict:
         fill = jnp.full_like(buf, jnp.inf) if key == "t" else jnp.broadcast_to(buf[last], buf.shape)
         return jnp.where(idx <= last, buf, fill)
     return {key: pad(key, buf) for key, buf in records.items()}
+
+
+#: Within this many steps of t_max the adaptive step divides the rest of the way evenly.
+LANDING_STEPS = 256
+
+
+def _landing_step(h, rest):
+    """The step to try when `rest` is left to t_max and the controller proposes `h`: h itself
+    while more than `LANDING_STEPS` such steps remain, then rest / k with k = ceil(rest / h)
+    (never above h), so that the solve lands on t_max with steps changed by at most a factor
+    1 - 1 / LANDING_STEPS instead of a last step clipped to any fraction of h.
+
+    Why: a change of step perturbs the discrete two-time history by O(h^2) (the responses'
+    near-diagonal structure is not resolved at the lazy steps), and the train error near
+    interpolation, a small difference of O(1) quadratures, feels it. Measured (lazy Fig. 3,
+    m = 64, rtol 1e-3, t_max = 20, 20.02, 20.04): the last e_tr was 1.25e-4, 8.7e-5, 8.5e-5
+    with the last step clipped, where the steps before it read 1.3e-6; with this landing
+    1.34e-6, 1.33e-6, 1.32e-6 (and 1.9e-6, 1.5e-6, 2.0e-6 when landing over 64 steps). On a
+    fixed trapezoid grid (h = 0.05) one 10% step change at t = 10 moves e_tr by +5e-5 (30%),
+    and the offset decays only as e_tr does."""
+    k = jnp.maximum(jnp.ceil(rest / h - 1e-6), 1.0)
+    return jnp.where(k <= LANDING_STEPS, rest / k, jnp.minimum(h, rest))
 
 
 def _undo_step(model: AbstractModel, n, state: dict, keep) -> dict:

@@ -75,6 +75,40 @@ def test_adaptive_meets_tolerance_and_pads_records():
     np.testing.assert_allclose(_final(sol, n), _final(ref), rtol=1e-4)
     assert float(dj.observables.e_ts(sol)) == float(sol.e_ts[n])
     np.testing.assert_allclose(float(dj.observables.e_ts(sol, 4.0)), float(sol.e_ts[n]))
+    # It lands on t_max with even steps, not with a last step clipped to a fraction of h.
+    steps = np.diff(np.asarray(sol.t[:n + 1]))
+    assert steps[-1] / steps[-2] > 0.95
+
+
+def test_landing_divides_the_rest_evenly():
+    """Within LANDING_STEPS steps of t_max the step is rest / ceil(rest / h): never above the
+    controller's h, changed from it by at most h / k, and exactly the rest when one step is
+    left."""
+    from dmft_jax._integrate import LANDING_STEPS, _landing_step
+    h = 0.05
+    for rest in (0.05, 0.0501, 0.07, 0.1, 1.2345, 0.05 * LANDING_STEPS):
+        step = float(_landing_step(jnp.asarray(h), jnp.asarray(rest)))
+        k = rest / step
+        assert step <= h * (1 + 1e-9) and abs(k - round(k)) < 1e-9
+        assert step >= h * (1 - 1 / round(k)) - 1e-12
+    assert float(_landing_step(jnp.asarray(h), jnp.asarray(0.03))) == pytest.approx(0.03)
+    far = 0.05 * (LANDING_STEPS + 10.5)
+    assert float(_landing_step(jnp.asarray(h), jnp.asarray(far))) == h
+
+
+@pytest.mark.gpu  # heavy tier (CI time under load on the 2-core CPU)
+def test_landing_keeps_the_train_error_near_interpolation():
+    """Lazy Fig. 3, m = 64, rtol 1e-3: e_tr(t_max) continues the decay of the accepted steps
+    before it (a last step clipped to 0.4 h made it 1.25e-4 where the trend is 1.3e-6)."""
+    h = [0.0, 0.9, 0.5]
+    model = dj.symmetric_dmft(h, dj.target("same", h), tau=0.3, alpha=0.3, m=64, gamma0=1.0)
+    for t_max in (20.0, 20.02):
+        sol = dj.solve(model, dj.Adaptive(t_max, rtol=1e-3, atol=1e-5, history=1024))
+        n = int(sol.stats["accepted"])
+        t, e = np.asarray(sol.t[n - 3:n + 1]), np.asarray(sol.e_tr[n - 3:n + 1])
+        slope = np.polyfit(t[:3], np.log(e[:3]), 1)
+        trend = np.exp(np.polyval(slope, t[3]))
+        assert abs(e[3] / trend - 1) < 0.02
 
 
 def test_adaptive_windows_change_the_cost_not_the_solution():
