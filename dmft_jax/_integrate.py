@@ -251,6 +251,10 @@ class Adaptive(eqx.Module):
     off) at several times the steps (1121 instead of 176), because under lazy initialization
     the step then resolves the responses' near-diagonal structure of width ~1/m.
 
+    **Landing on t_max**: within `LANDING_STEPS` (256) steps of t_max the step divides the
+    rest of the way evenly (`_landing_step`) instead of clipping the last step: a step change
+    perturbs the discrete history, and the train error near interpolation shows it.
+
     **Bounded history** (Kim-Latz decimation): at most `history` times are stored for the
     two-time functions. When the history is full, every other point of its older half (t = 0
     kept) is dropped, freeing a quarter of it; the memory integrals then use the trapezoidal
