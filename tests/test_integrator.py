@@ -81,19 +81,16 @@ def test_adaptive_meets_tolerance_and_pads_records():
 
 
 def test_landing_divides_the_rest_evenly():
-    """Within LANDING_STEPS steps of t_max the step is rest / ceil(rest / h): never above the
-    controller's h, changed from it by at most h / k, and exactly the rest when one step is
-    left."""
-    from dmft_jax._integrate import LANDING_STEPS, _landing_step
+    """The step tried is rest / ceil(rest / h): never above the controller's h, changed from it
+    by at most h / k (k the whole steps left), and exactly the rest when one step is left."""
+    from dmft_jax._integrate import _landing_step
     h = 0.05
-    for rest in (0.05, 0.0501, 0.07, 0.1, 1.2345, 0.05 * LANDING_STEPS):
+    for rest in (0.05, 0.0501, 0.07, 0.1, 1.2345, 12.8, 1000.01):
         step = float(_landing_step(jnp.asarray(h), jnp.asarray(rest)))
         k = rest / step
-        assert step <= h * (1 + 1e-9) and abs(k - round(k)) < 1e-9
+        assert step <= h * (1 + 1e-9) and abs(k - round(k)) < 1e-6
         assert step >= h * (1 - 1 / round(k)) - 1e-12
     assert float(_landing_step(jnp.asarray(h), jnp.asarray(0.03))) == pytest.approx(0.03)
-    far = 0.05 * (LANDING_STEPS + 10.5)
-    assert float(_landing_step(jnp.asarray(h), jnp.asarray(far))) == h
 
 
 @pytest.mark.gpu  # heavy tier (CI time under load on the 2-core CPU)
