@@ -81,6 +81,11 @@ class AbstractAlgebra(eqx.Module):
         """The whole history as one (*mat, L, L) array."""
 
     @abc.abstractmethod
+    def history_split(self, x: Array):
+        """A (*mat, ...) array split into the history's leaves (per-time values such as the
+        jump R(t^+, t) = I over the stored times, shaped like the history's pytree)."""
+
+    @abc.abstractmethod
     def contract(self, x: Array, hist) -> Array:
         """(1/m) sum_k x[k] @ H[k, s]: x of shape (*mat, K), H a K x S history -> (*mat, S).
 
@@ -213,6 +218,9 @@ class Symmetric(AbstractAlgebra):
     def history_array(self, hist):
         return jnp.stack(hist)
 
+    def history_split(self, x):
+        return (x[0], x[1])
+
     def contract(self, x, hist):
         # Plain (2, K) @ (K, S) products on each component buffer.
         return self._product(jnp.stack([x @ hist[0], x @ hist[1]], axis=1))
@@ -320,6 +328,9 @@ class General(AbstractAlgebra):
 
     def history_array(self, hist):
         return hist
+
+    def history_split(self, x):
+        return x
 
     def contract(self, x, hist):
         return jnp.einsum("ilk,ljks->ijs", x, hist) / self.m

@@ -28,7 +28,7 @@ from ._integrate import AbstractModel
 from ._results import diverged_rows
 from ._solution import Solution
 from ._stepper import AbstractStiff, Row, RowWeights
-from ._volterra import d2_times, diagonal_error, response_rows
+from ._volterra import d2_times, diagonal_error, interval_mean, response_rows
 
 
 class _Terms(NamedTuple):
@@ -131,7 +131,11 @@ def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels):
     # value, so that C_ii(t, t) = 1 is kept exactly.
     drift = alg.inner_k(k.force, s["v"])
     mem_c = -alg.contract(wm_r, s["C"]) - alg.product(inst, c_n)
+    if "C_int" in s:                     # merged intervals of a decimated history
+        mem_c = mem_c - alg.contract(interval_mean(k.memory), s["C_int"][0])
     mem_r = -alg.contract_t(wm_c, s["R"]) - wts.upper_at * k.noise / alg.m
+    if "R_int" in s:                     # merged intervals of a decimated history
+        mem_r = mem_r - alg.contract_t(interval_mean(k.noise), s["R_int"][1])
     f_c = jnp.where(past, drift + mem_c + mem_r, 0.0)
     nu = alg.diag(f_c[..., n])
     f_v = (k.force - jnp.sum(alg.matvec_k(wm_r, s["v"]), axis=-1)          # [C.8] without nu
@@ -158,6 +162,8 @@ def weight_row(alg: AbstractAlgebra, n, s, wts: RowWeights, x: "_Terms") -> Row:
     d_r = (-alg.left(x.nu, r_front) - alg.product(x.m_delta, r_front)
            - alg.contract(x.wm_r, s["R"]) - wts.lower * x.m_r / alg.m
            - jnp.where(idx < n, wts.upper, 0.0) * alg.product(x.m_jump, x.r_n))
+    if "R_int" in s:                     # merged intervals of a decimated history
+        d_r = d_r - alg.contract(interval_mean(x.m_r), s["R_int"][0])
     d_r = jnp.where(past, d_r, 0.0)
     d_v = -x.nu[..., None] * x.v_t + x.f_v
     front = dict(a=x.a_t, v=x.v_t, C=jnp.where(past, x.c_n, 0.0), C_eq=x.c_n[..., n],
@@ -254,6 +260,8 @@ class DMFT(AbstractModel):
             R=alg.history_zeros(size, dtype),
             R_A=jnp.zeros((size, size), dtype),
             C_A=jnp.zeros((size, size), dtype),
+            P_A=jnp.zeros((size, size), dtype),
+            S_C=jnp.zeros((size, size), dtype),
             nu=jnp.zeros((*vec, size), dtype),
             rho=jnp.zeros((size,), dtype),
             sigma_jump=jnp.zeros((size,), dtype),
@@ -261,10 +269,24 @@ class DMFT(AbstractModel):
         )
 
     def time_axes(self):
-        return dict(a=1, v=1, C=2, R=2, R_A=2, C_A=2, nu=1, rho=1, sigma_jump=1, ca_error=1)
+        return dict(a=1, v=1, C=2, R=2, R_A=2, C_A=2, P_A=2, S_C=2, nu=1, rho=1, sigma_jump=1,
+                    ca_error=1)
 
     def advancing(self):
         return frozenset({"a", "v", "C", "R"})
+
+    def interval_corrections(self):
+        # The responses fall from their jumps within ~1/m (lazy) of the diagonal.
+        return {"R_int": "R", "R_A_int": "R_A", "C_int": "C"}
+
+    def masses(self):
+        return frozenset({"P_A"})
+
+    def interval_jumps(self, s):
+        size = s["rho"].shape[-1]
+        eye = self.algebra.identity(self.dtype)
+        return {"R": self.algebra.history_split(eye[..., None] * jnp.ones((size,), self.dtype)),
+                "R_A": -s["sigma_jump"], "C": None}
 
     # -------------------------------------------------------------- one row
     def _phihat_over_time(self, v: Array) -> Array:
@@ -300,8 +322,9 @@ class DMFT(AbstractModel):
         aa_t = alg.outer(a_t, a_t)
         sigma_jump = s["sigma_jump"].at[n].set(alg.mean_all(aa_t * h.d1(c_tt) * eye))
         r_jump = jnp.where(past, -sigma_jump, 0.0)
-        r_a, c_a, r_row, c_row = response_rows(sigma_r, sigma_c, s["R_A"], s["C_A"], r_jump, n,
-                                               wts)
+        (r_a, c_a, mass, s_c), r_row, c_row = response_rows(
+            sigma_r, sigma_c, s["R_A"], s["C_A"], s["P_A"], s["S_C"], r_jump, n, wts,
+            s.get("R_A_int"))
         rho = 1.0 + jnp.dot(wts.w, r_row) + wts.upper * r_jump[n]
 
         # 4. Memory kernels on row n [C.18]: point values (zero at s = t_n, where the stored
@@ -317,7 +340,8 @@ class DMFT(AbstractModel):
             force=self.alpha * rho * a_t[..., None] * self.target.grad_phihat(v_t),
             d_a=self._da(n, s, c_n, r_n, r_row, c_row, rho, r_jump[n], wts))
         ca_error = diagonal_error(sigma_r, sigma_c, r_row, c_row, r_jump, n, wts)
-        s = dict(s, R_A=r_a, C_A=c_a, rho=s["rho"].at[n].set(rho), sigma_jump=sigma_jump,
+        s = dict(s, R_A=r_a, C_A=c_a, P_A=mass, S_C=s_c, rho=s["rho"].at[n].set(rho),
+                 sigma_jump=sigma_jump,
                  ca_error=s["ca_error"].at[n].set(ca_error))
         return s, kernels
 

@@ -116,6 +116,43 @@ class AbstractModel(eqx.Module):
         del n, state
         return jnp.asarray(False)
 
+    def interval_corrections(self) -> dict[str, str]:
+        """Two-time buffers whose integrals survive history decimation exactly: a map from the
+        key of a correction buffer to the key of the two-time function it corrects. Default:
+        none.
+
+        A response X(s, s') (R, r_A) falls from its jump X(s'^+, s') over a time ~1/m after
+        its column starts (and likewise in its second argument), so the trapezoid over an
+        interval merged by decimation misses the integral the finer grid had resolved. An
+        adaptive solve with a bounded history then keeps, for every stored interval
+        [t_j, t_{j+1}] and stored time t_k, the pair (d1, d2) of corrections
+
+            d1[j, k] = int_{t_j}^{t_{j+1}} X(s, t_k) ds - trapezoid,
+            d2[k, j] = int_{t_j}^{t_{j+1}} X(t_k, s) ds - trapezoid,
+
+        zero until the first decimation and summed exactly when intervals merge
+        (`merge_intervals`): the integral of the finest grid the solve ever had. The model adds
+        sum_j Kbar_j d[j, k] (`dmft_jax._volterra.interval_mean`, the kernel's interval mean) to
+        each integral over X when its state holds the correction key.
+        """
+        return {}
+
+    def masses(self) -> frozenset:
+        """Keys of two-time buffers that hold quadrature masses along their last axis (point
+        values along the first): M[k, l] the mass at t_l of a measure indexed by t_k (the DMFT's
+        R_A(t_k, .), `dmft_jax._volterra.response_rows`). History decimation moves the mass of
+        a dropped time to its kept neighbours by linear interpolation, which keeps the total
+        mass and the first moment (`move_masses`). Default: none."""
+        return frozenset()
+
+    def interval_jumps(self, state: dict) -> dict:
+        """For each corrected key (`interval_corrections`): the jump values X(t_k^+, t_k) =
+        X(t_k, t_k^-) over the stored times, a pytree matching the buffer's leaves with shape
+        (..., L) (the stored diagonal X(t_k, t_k) is zero); None for a symmetric function
+        (C, C_A: continuous across the diagonal, corrected on every interval)."""
+        del state
+        return {}
+
     # ------------------------------------------------------------------- generic buffer ops
     def run_fixed(self, loop: Callable[["AbstractModel"], dict]) -> dict:
         """The final state of a fixed-grid solve: `loop(model)`, the shared loop. A model whose
@@ -124,19 +161,26 @@ class AbstractModel(eqx.Module):
         once."""
         return loop(self)
 
+    def _axes(self, state: dict) -> dict[str, int]:
+        """Time axes of every buffer in `state`: `time_axes()` and the interval corrections
+        an adaptive solve adds (two time axes)."""
+        out = dict(self.time_axes())
+        out.update({key: 2 for key in self.interval_corrections() if key in state})
+        return out
+
     def window(self, state: dict, size: int) -> dict:
         """The leading `size` x `size` time block of every buffer (a copy)."""
         def cut(x, k):
             return x[(Ellipsis,) + (slice(0, size),) * k]
         return {key: jtu.tree_map(lambda x: cut(x, k), state[key])
-                for key, k in self.time_axes().items()}
+                for key, k in self._axes(state).items()}
 
     def unwindow(self, state: dict, small: dict) -> dict:
         """Write a window back into the full buffers."""
         def put(x, y, k):
             return x.at[(Ellipsis,) + (slice(0, y.shape[-1]),) * k].set(y)
         return {key: jtu.tree_map(lambda x, y: put(x, y, k), state[key], small[key])
-                for key, k in self.time_axes().items()}
+                for key, k in self._axes(state).items()}
 
     def clear_aux(self, n, state: dict) -> dict:
         """Zero index n of every auxiliary buffer along all its time axes (what `row(n)`
@@ -149,9 +193,22 @@ class AbstractModel(eqx.Module):
             out[key] = jtu.tree_map(lambda x, k=k: clear_index(x, k, n), state[key])
         return out
 
-    def select_times(self, state: dict, keep: Array) -> dict:
+    def select_times(self, state: dict, keep: Array, ts: Array | None = None) -> dict:
         """Every buffer restricted to the stored times `keep` (indices, static count) along
-        all time axes, zero-padded back to its length (history decimation)."""
+        all time axes, zero-padded back to its length (history decimation). The interval
+        corrections in `state` (`interval_corrections`), if any, are merged
+        (`merge_intervals`; this needs the stored times `ts` before the decimation)."""
+        merged = {}
+        for ck, key in self.interval_corrections().items():
+            if ck in state:
+                jumps = self.interval_jumps(state)[key]
+                leaves, tree = jtu.tree_flatten(state[key])
+                jumps = [None] * len(leaves) if jumps is None else jtu.tree_leaves(jumps)
+                parts = [merge_intervals(x, j, d1, d2, ts, keep) for x, j, d1, d2 in
+                         zip(leaves, jumps, jtu.tree_leaves(state[ck][0]),
+                             jtu.tree_leaves(state[ck][1]))]
+                merged[ck] = (jtu.tree_unflatten(tree, [p[0] for p in parts]),
+                              jtu.tree_unflatten(tree, [p[1] for p in parts]))
         def take(x, k):
             for axis in range(x.ndim - k, x.ndim):
                 size = x.shape[axis]
@@ -160,8 +217,82 @@ class AbstractModel(eqx.Module):
                 pad[axis] = (0, size - keep.shape[0])
                 x = jnp.pad(x, pad)
             return x
-        return {key: jtu.tree_map(lambda x, k=k: take(x, k), state[key])
-                for key, k in self.time_axes().items()}
+        moved = {key: move_masses(state[key], ts, keep) for key in self.masses()}
+        out = {key: jtu.tree_map(lambda x, k=k: take(x, k), moved.get(key, state[key]))
+               for key, k in self.time_axes().items()}
+        return dict(out, **merged)
+
+
+def move_masses(x: Array, ts: Array, keep: Array) -> Array:
+    """Masses along the last axis of `x` with every time not in `keep` given to its kept
+    neighbours by linear interpolation (its mass times (t_b - t_p)/(t_b - t_a) to t_a, the
+    rest to t_b): the integral of any linear function is kept. Kept columns stay in place (the
+    caller selects them); at most one dropped time between two kept ones."""
+    size = ts.shape[0]
+    a = keep
+    b = jnp.concatenate([keep[1:], keep[-1:]])
+    before = jnp.concatenate([keep[:1], keep[:-1]])
+    after = (b - a) == 2
+    prior = (a - before) == 2
+    p, q = jnp.minimum(a + 1, size - 1), jnp.maximum(a - 1, 0)
+    safe = lambda d: jnp.where(d > 0, d, 1.0)                       # noqa: E731
+    to_left = jnp.where(after, (ts[b] - ts[p]) / safe(ts[b] - ts[a]), 0.0)
+    to_right = jnp.where(prior, (ts[q] - ts[before]) / safe(ts[a] - ts[before]), 0.0)
+    new = x[..., a] + to_left * x[..., p] + to_right * x[..., q]
+    return x.at[..., a].set(new)
+
+
+def merge_intervals(x: Array, jump: Array | None, d1: Array, d2: Array, ts: Array,
+                    keep: Array):
+    """Interval corrections (`AbstractModel.interval_corrections`) of the two-time function
+    `x` (..., L, L) after the history keeps only the times `keep` (at most one dropped time
+    between two kept ones): `(d1, d2)` on the kept grid, zero-padded to L.
+
+    A response (`jump` given) vanishes for s < s' (causal), its stored diagonal is zero and
+    its jump values stand at both ends, x(t_k^+, t_k) = x(t_k, t_k^-) = jump[k]. A symmetric
+    function (C, C_A; `jump` None) counts on every interval with its stored values. When the
+    time t_p between kept t_a and t_b goes, the correction of the merged interval is that of
+    its two halves plus their trapezoids minus the merged trapezoid, so that trapezoid plus
+    correction is still the integral of the finest grid:
+
+        d1'[a, k] = d1[a, k] + d1[p, k] + T1[a, k] + T1[p, k] - (t_b - t_a)/2 (x[a, k] + x[b, k])
+
+    (first argument; T1[j, k] = h_j/2 (x[j, k] + x[j+1, k]), for j >= k if causal), and the
+    same along the second argument for d2 (intervals j + 1 <= k if causal).
+    """
+    size = ts.shape[0]
+    idx = jnp.arange(size)
+    if jump is None:
+        xh = x
+        first = second = jnp.ones((size, size), bool)
+    else:
+        xh = jnp.where(idx[:, None] == idx[None, :], jump[..., None, :], x)
+        first = idx[:, None] >= idx[None, :]                 # interval j, column k: j >= k
+        second = idx[:, None] + 1 <= idx[None, :]            # interval j, row k: j + 1 <= k
+    new1 = _merge_rows(d1, xh, first, ts, keep)
+    new2 = jnp.swapaxes(_merge_rows(jnp.swapaxes(d2, -1, -2), jnp.swapaxes(xh, -1, -2), second,
+                                    ts, keep), -1, -2)
+    return new1, new2
+
+
+def _merge_rows(d: Array, x: Array, valid: Array, ts: Array, keep: Array) -> Array:
+    """`merge_intervals` along the first of the last two axes: rows of `d` are intervals,
+    rows of `x` times; `valid[j, k]`: interval j counts for column k."""
+    size = ts.shape[0]
+    h = jnp.concatenate([jnp.diff(ts), jnp.zeros((1,), ts.dtype)])
+    a = keep
+    b = jnp.concatenate([keep[1:], keep[-1:]])
+    merged = (b - a) == 2
+    p = jnp.minimum(a + 1, size - 1)
+    fine = 0.5 * h[:, None] * (x + jnp.roll(x, -1, axis=-2)) * valid
+    coarse = (0.5 * (ts[b] - ts[a])[:, None] * (x[..., a, :] + x[..., b, :])
+              * (valid[a] & valid[p]))
+    new = d[..., a, :] + jnp.where(merged[:, None],
+                                   d[..., p, :] + fine[..., a, :] + fine[..., p, :] - coarse,
+                                   0.0)
+    new = new[..., keep]
+    pad = [(0, 0)] * (d.ndim - 2) + [(0, size - keep.shape[0])] * 2
+    return jnp.pad(new, pad)
 
 
 def scale_index(x: Array, k: int, n, keep) -> Array:
@@ -380,7 +511,11 @@ def _interpolation_scores(model, state: dict, ts: Array, rtol, atol) -> Array:
         return jnp.moveaxis(err / (atol + rtol * jnp.abs(x)), -1, axis)
 
     score = jnp.zeros((size,), ts.dtype)
+    exact = set(model.interval_corrections().values()) if any(
+        key in state for key in model.interval_corrections()) else set()
     for key, k in model.time_axes().items():
+        if key in exact or key in model.masses():    # merged exactly (interval corrections),
+            continue                                  # or masses moved (`move_masses`)
         for x in jtu.tree_leaves(state[key]):
             if k == 1:
                 e = along(x, -1)
@@ -455,6 +590,9 @@ def adaptive_init(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper
     _check_adaptive(stepper)
     size, steps = ctrl.history, ctrl.max_steps
     state = model.init(size)
+    if size <= steps:                    # the history can fill up: decimation may happen
+        state = dict(state, **{ck: (jtu.tree_map(jnp.zeros_like, state[key]),) * 2
+                               for ck, key in model.interval_corrections().items()})
     dtype = jnp.result_type(*[x.dtype for x in jtu.tree_leaves(state)])
     ts = jnp.zeros((size,), dtype)
     probe = model.row(0, state, stepper.quadrature.weights(ts, 0))[0]
@@ -491,7 +629,7 @@ def adaptive_advance(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStep
 
     def decimate(c: _Carry) -> _Carry:
         keep, error = ctrl.decimation(model, c.state, c.ts)
-        state = model.select_times(c.state, keep)
+        state = model.select_times(c.state, keep, c.ts)
         ts = jnp.pad(c.ts[keep], (0, size - keep.shape[0]))
         # The stored history is only as good as its coarsest drop: beyond the allowance the
         # solve stops (the decimated state is still returned, for inspection).

@@ -332,10 +332,14 @@ class Lz2(_Volterra):
     def init(self, size: int):
         dtype = jnp.result_type(float, self.tau, self.alpha, self.gamma0)
         z, z1 = jnp.zeros((size, size), dtype), jnp.zeros((size,), dtype)
-        return dict(C=z.at[0, 0].set(1.0), R=z, R_A=z, C_A=z, nu=z1, sigma_jump=z1, ca_error=z1)
+        return dict(C=z.at[0, 0].set(1.0), R=z, R_A=z, C_A=z, P_A=z, S_C=z, nu=z1,
+                    sigma_jump=z1, ca_error=z1)
+
+    def masses(self):
+        return frozenset({"P_A"})
 
     def time_axes(self):
-        return dict(C=2, R=2, R_A=2, C_A=2, nu=1, sigma_jump=1, ca_error=1)
+        return dict(C=2, R=2, R_A=2, C_A=2, P_A=2, S_C=2, nu=1, sigma_jump=1, ca_error=1)
 
     def row(self, n, s, wts: RowWeights):
         ht, g2 = Linearless(self.h), self.gamma0**2
@@ -348,8 +352,9 @@ class Lz2(_Volterra):
         sigma_c = jnp.where(past, self.tau**2 + g2 * ht(c_n), 0.0)
         sigma_jump = s["sigma_jump"].at[n].set(g2 * ht.d1(one))
         r_jump = jnp.where(past, -sigma_jump, 0.0)
-        r_a, c_a, r_row, c_row = response_rows(sigma_r, sigma_c, s["R_A"], s["C_A"], r_jump, n,
-                                               wts)
+        (r_a, c_a, mass, s_c), r_row, c_row = response_rows(
+            sigma_r, sigma_c, s["R_A"], s["C_A"], s["P_A"], s["S_C"], r_jump, n, wts,
+            s.get("R_A_int"))
         ca_error = s["ca_error"].at[n].set(
             diagonal_error(sigma_r, sigma_c, r_row, c_row, r_jump, n, wts))
         w = self.alpha * g2
@@ -364,7 +369,8 @@ class Lz2(_Volterra):
         fronts, after = self._jumped(n, s, wts, dict(R=1.0))
         d_r = (-(nu + m_delta) * fronts["R"]
                - response_integral(wts, m_r, m_jump, s["R"], r_n, n))
-        s = dict(s, R_A=r_a, C_A=c_a, nu=s["nu"].at[n].set(nu), sigma_jump=sigma_jump,
+        s = dict(s, R_A=r_a, C_A=c_a, P_A=mass, S_C=s_c, nu=s["nu"].at[n].set(nu),
+                 sigma_jump=sigma_jump,
                  ca_error=ca_error)
         front = dict(C=c_front, C_eq=c_tt, R=fronts["R"])
         rate = dict(C=d_c, C_eq=d_tt, R=jnp.where(past, d_r, 0.0))
@@ -572,11 +578,15 @@ class H2(_Volterra):
     def init(self, size: int):
         dtype = jnp.result_type(float, self.tau, self.alpha_bar, self.a)
         z, z1 = jnp.zeros((size, size), dtype), jnp.zeros((size,), dtype)
-        return dict(C_d=z.at[0, 0].set(1.0), C_o=z, R_d=z, R_o=z, R_A=z, C_A=z, nu=z1,
-                    sigma_jump=z1, ca_error=z1)
+        return dict(C_d=z.at[0, 0].set(1.0), C_o=z, R_d=z, R_o=z, R_A=z, C_A=z, P_A=z, S_C=z,
+                    nu=z1, sigma_jump=z1, ca_error=z1)
+
+    def masses(self):
+        return frozenset({"P_A"})
 
     def time_axes(self):
-        return dict(C_d=2, C_o=2, R_d=2, R_o=2, R_A=2, C_A=2, nu=1, sigma_jump=1, ca_error=1)
+        return dict(C_d=2, C_o=2, R_d=2, R_o=2, R_A=2, C_A=2, P_A=2, S_C=2, nu=1, sigma_jump=1,
+                    ca_error=1)
 
     def row(self, n, s, wts: RowWeights):
         h, a2 = self.h, self.a**2
@@ -589,8 +599,9 @@ class H2(_Volterra):
         sigma_c = jnp.where(past, self.tau**2 + a2 * h(co), 0.0)
         sigma_jump = s["sigma_jump"].at[n].set(a2 * h.d1(one))
         r_jump = jnp.where(past, -sigma_jump, 0.0)
-        r_a, c_a, r_row, c_row = response_rows(sigma_r, sigma_c, s["R_A"], s["C_A"], r_jump, n,
-                                               wts)
+        (r_a, c_a, mass, s_c), r_row, c_row = response_rows(
+            sigma_r, sigma_c, s["R_A"], s["C_A"], s["P_A"], s["S_C"], r_jump, n, wts,
+            s.get("R_A_int"))
         ca_error = s["ca_error"].at[n].set(
             diagonal_error(sigma_r, sigma_c, r_row, c_row, r_jump, n, wts))
         w = self.alpha_bar * a2
@@ -615,7 +626,8 @@ class H2(_Volterra):
                 - response_integral(wts, mr_d, jump_d, Ro, ro, n, jump=0.0)
                 - response_integral(wts, mr_o, jump_o, Rd, rd, n)
                 - response_integral(wts, mr_o, jump_o, Ro, ro, n, jump=0.0))
-        s = dict(s, R_A=r_a, C_A=c_a, nu=s["nu"].at[n].set(nu), sigma_jump=sigma_jump,
+        s = dict(s, R_A=r_a, C_A=c_a, P_A=mass, S_C=s_c, nu=s["nu"].at[n].set(nu),
+                 sigma_jump=sigma_jump,
                  ca_error=ca_error)
         front = dict(C_d=d_front, C_d_eq=d_tt, C_o=o_front, C_o_eq=o_tt, R_d=fd, R_o=fo)
         rate = dict(C_d=d_d, C_d_eq=dd_tt, C_o=d_o, C_o_eq=do_tt,

@@ -31,37 +31,62 @@ def d2_times(kernel: AbstractKernel, q: Array, r: Array) -> Array:
     return jnp.where(nonzero, kernel.d2(safe_q) * r, jnp.zeros_like(r))
 
 
-def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, r_jump: Array,
-                  n, wts: RowWeights):
-    """Row n of R_A and C_A from [C.19], by the causal recursion of spec section 6 generalized
-    to the quadrature weights `wts`.
+def interval_mean(row: Array) -> Array:
+    """(row[j] + row[j + 1]) / 2 over the last axis (zero after the last entry): the mean of
+    a kernel row over each stored interval [t_j, t_{j+1}], the factor of the interval
+    corrections (`dmft_jax._integrate.AbstractModel.interval_corrections`)."""
+    nxt = jnp.concatenate([row[..., 1:], jnp.zeros_like(row[..., :1])], axis=-1)
+    return 0.5 * (row + nxt)
 
-    R_A = delta + r_A: the buffers hold the regular part r_A (lower triangular, zero diagonal)
-    and C_A (symmetric). `sigma_r`, `sigma_c`: rows n of Sigma_R, Sigma_C (point values, zero
-    beyond n; sigma_r[n] = 0 because the stored R(t, t) = 0); `r_jump[k]` = r_A(t_k^+, t_k) =
-    -Sigma_R(t_k, t_k^-) for k <= n (the jump values, used when `wts` has jumps). With
-    D = 1 + upper Sigma_R(t_n, t_n^-) (the implicit upper-end term):
+
+def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, mass: Array,
+                  s_c: Array, r_jump: Array, n, wts: RowWeights, corrections=None):
+    """Row n of R_A and C_A from [C.19] on the quadrature weights `wts`.
+
+    R_A = delta + r_A: the buffer `r_a` holds the regular part (lower triangular, zero
+    diagonal); `sigma_r`, `sigma_c`: rows n of Sigma_R, Sigma_C (point values, zero beyond n;
+    sigma_r[n] = 0 because the stored R(t, t) = 0); `r_jump[k]` = r_A(t_k^+, t_k) =
+    -Sigma_R(t_k, t_k^-) for k <= n. R_A by the causal recursion of spec section 6 generalized
+    to the weights, with D = 1 + upper Sigma_R(t_n, t_n^-) (the implicit upper-end term):
 
         r_A[n, k] D = -Sigma_R[n, k] - sum_l w_l Sigma_R[n, l] r_A[l, k]
                       - lower_k Sigma_R[n, k] r_A(t_k^+, t_k)                        (k < n)
-        C_A[n, k] D = -Sigma_C[n, k] - sum_l w_l Sigma_R[n, l] C_A[l, k]
-                      - sum_l w_l Sigma_C[n, l] r_A[k, l] - upper_at_k Sigma_C[n, k] r_A(t_k^+, t_k)
 
-    first for k < n, then k = n with C_A[l, n] = C_A[n, l]. Under Euler weights (w_l = h_l for
-    l < n, no jumps) these are [D.5, D.6] row by row. Returns the buffers with row n (and
-    column n of C_A) written, and the two rows.
+    (`corrections`: the interval corrections (d1, d2) of r_A after a history decimation,
+    `AbstractModel.interval_corrections`, which add their share to the integral over r_A).
+
+    C_A as the quadratic form C_A = -R_A Sigma_C R_A^T of [D.6]:
+
+        C_A[n, k] = -sum_{l, l'} rho_n[l] Sigma_C[l, l'] rho_k[l'],
+
+    rho_k the quadrature masses of R_A(t_k, .) (`mass`, row k: w_l r_A[k, l] for l < k, and the
+    delta with its jump, 1 + upper r_A(t_k, t_k^-), at l = k) and `s_c` the stored Sigma_C.
+    Under Euler weights this is the row recursion of spec section 6 step 3 exactly ([D.5,
+    D.6]); on any weights it keeps e_tr = -C_A(t, t)/2 = rho_n Sigma_C rho_n / 2 >= 0 (Sigma_C
+    is a covariance) with an error of first order in sqrt(e_tr), where the recursion computes
+    it as a small difference of O(1) integrals whose quadrature errors cancel only on an even
+    grid. Measured (lazy Fig. 3, m = 64, trapezoid h = 0.05, one step of 0.9 h at t = 10):
+    e_tr at the next time 2.16e-4 by the recursion, 1.656e-4 by the quadratic form, against
+    1.63e-4 on the even grid.
+
+    Returns the buffers (r_a, c_a, mass, s_c) with row n (and column n of the symmetric
+    c_a, s_c) written, and the rows of r_A and C_A.
     """
-    before = jnp.arange(r_a.shape[0]) < n
+    idx = jnp.arange(r_a.shape[0])
+    before = idx < n
     denom = 1.0 + wts.upper * (-r_jump[n])
-    ws_r, ws_c = wts.w * sigma_r, wts.w * sigma_c
+    ws_r = wts.w * sigma_r
     r_row = -sigma_r - ws_r @ r_a - wts.lower * sigma_r * r_jump
+    if corrections is not None:
+        r_row = r_row - interval_mean(sigma_r) @ corrections[0]
     r_row = jnp.where(before, r_row / denom, 0.0)
     r_a = r_a.at[n].set(r_row)
-    c_raw = -sigma_c - ws_r @ c_a - r_a @ ws_c - wts.upper_at * sigma_c * r_jump
-    c_row = jnp.where(before, c_raw / denom, 0.0)
-    c_row = c_row.at[n].set((c_raw[n] - jnp.dot(ws_r, c_row)) / denom)
+    p_row = wts.w * r_row + jnp.where(idx == n, 1.0 + wts.upper * r_jump[n], 0.0)
+    mass = mass.at[n].set(p_row)
+    s_c = s_c.at[n].set(sigma_c).at[:, n].set(sigma_c)
+    c_row = -(mass @ (s_c @ p_row))
     c_a = c_a.at[n].set(c_row).at[:, n].set(c_row)
-    return r_a, c_a, r_row, c_row
+    return (r_a, c_a, mass, s_c), r_row, c_row
 
 
 def diagonal_error(sigma_r: Array, sigma_c: Array, r_row: Array, c_row: Array,
