@@ -282,6 +282,10 @@ class DMFT(AbstractModel):
     def masses(self):
         return frozenset({"P_A"})
 
+    def unread_history(self):
+        # Past sigma_jump values are read only at stored times (the jumps of r_A's columns).
+        return frozenset({"nu", "rho", "ca_error", "sigma_jump"})
+
     def interval_jumps(self, s):
         size = s["rho"].shape[-1]
         eye = self.algebra.identity(self.dtype)

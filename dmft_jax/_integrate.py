@@ -145,6 +145,11 @@ class AbstractModel(eqx.Module):
         mass and the first moment (`move_masses`). Default: none."""
         return frozenset()
 
+    def unread_history(self) -> frozenset:
+        """Keys of one-time buffers whose values at past times no later row reads (diagnostics
+        such as nu(t)): history decimation need not keep them interpolable. Default: none."""
+        return frozenset()
+
     def interval_jumps(self, state: dict) -> dict:
         """For each corrected key (`interval_corrections`): the jump values X(t_k^+, t_k) =
         X(t_k, t_k^-) over the stored times, a pytree matching the buffer's leaves with shape
@@ -496,37 +501,32 @@ class Adaptive(eqx.Module):
 
 def _interpolation_scores(model, state: dict, ts: Array, rtol, atol) -> Array:
     """For each stored time t_k (0 < k < L - 1): the largest error, in units of
-    atol + rtol |x|, of linear interpolation at t_k from t_{k-1}, t_{k+1}, over every buffer
-    (two-time buffers along both time arguments, away from the diagonal where responses
-    jump)."""
+    atol + rtol |x|, of linear interpolation at t_k from t_{k-1}, t_{k+1}, over what later rows
+    will integrate: the one-time buffers the model reads at past times, and the latest
+    complete row X(t_n, .) of every two-time buffer (the rows to come are like it). The past
+    of the two-time functions itself survives decimation exactly in the integrals
+    (`AbstractModel.interval_corrections`, `AbstractModel.masses`); its near-diagonal
+    structure (a response falls from its jump within ~1/m) would only pollute the score."""
     size = ts.shape[0]
     idx = jnp.arange(size)
     prev, nxt = jnp.clip(idx - 1, 0, size - 1), jnp.clip(idx + 1, 0, size - 1)
     gap = ts[nxt] - ts[prev]
     w = jnp.where(gap > 0, (ts - ts[prev]) / jnp.where(gap > 0, gap, 1.0), 0.5)
 
-    def along(x, axis):
-        x = jnp.moveaxis(x, axis, -1)
+    def along(x):
         err = jnp.abs(x - ((1 - w) * x[..., prev] + w * x[..., nxt]))
-        return jnp.moveaxis(err / (atol + rtol * jnp.abs(x)), -1, axis)
+        return jnp.max((err / (atol + rtol * jnp.abs(x))).reshape(-1, size), axis=0)
 
     score = jnp.zeros((size,), ts.dtype)
-    exact = set(model.interval_corrections().values()) if any(
-        key in state for key in model.interval_corrections()) else set()
+    skip = model.masses() | model.unread_history()
     for key, k in model.time_axes().items():
-        if key in exact or key in model.masses():    # merged exactly (interval corrections),
-            continue                                  # or masses moved (`move_masses`)
+        if key in skip:
+            continue
+        # The decimation runs when row L - 1 has its advancing values but not yet its
+        # auxiliaries: the latest complete row of an auxiliary is L - 2.
+        last = size - 1 if key in model.advancing() else size - 2
         for x in jtu.tree_leaves(state[key]):
-            if k == 1:
-                e = along(x, -1)
-                score = jnp.maximum(score, jnp.max(e.reshape(-1, size), axis=0))
-            elif k == 2:
-                rows, cols = idx[:, None], idx[None, :]
-                far = jnp.abs(rows - cols) >= 2          # both neighbours on one side of the diagonal
-                for axis, other in ((-1, -2), (-2, -1)):
-                    e = jnp.where(far, along(x, axis), 0.0)
-                    e = jnp.max(jnp.moveaxis(e, other, 0).reshape(size, -1, size), axis=(0, 1))
-                    score = jnp.maximum(score, e)
+            score = jnp.maximum(score, along(x if k == 1 else x[..., last, :]))
     return score
 
 

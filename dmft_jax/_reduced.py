@@ -92,6 +92,27 @@ class _Volterra(AbstractModel):
     _SYMMETRIC: ClassVar[tuple] = ()
     _RESPONSES: ClassVar[tuple] = ()
     _ONE_TIME: ClassVar[tuple] = ()
+    _JUMPS: ClassVar[dict] = {}          # R(t^+, t) for each response
+
+    def interval_corrections(self):
+        keys = self._SYMMETRIC + self._RESPONSES
+        keys += ("R_A",) if "R_A" in self.time_axes() else ()
+        return {key + "_int": key for key in keys}
+
+    def interval_jumps(self, s):
+        size = s["nu"].shape[-1]
+        out = {key: None for key in self._SYMMETRIC}
+        out.update({key: jnp.full((size,), self._JUMPS[key], s[key].dtype)
+                    for key in self._RESPONSES})
+        if "R_A" in s:
+            out["R_A"] = -s["sigma_jump"]
+        return out
+
+    def masses(self):
+        return frozenset({"P_A"} & set(self.time_axes()))
+
+    def unread_history(self):
+        return frozenset({"nu", "ca_error", "sigma_jump"} & set(self.time_axes()))
 
     def advancing(self):
         return frozenset(self._SYMMETRIC + self._RESPONSES + self._ONE_TIME)
@@ -328,15 +349,13 @@ class Lz2(_Volterra):
 
     _SYMMETRIC: ClassVar[tuple] = ("C",)
     _RESPONSES: ClassVar[tuple] = ("R",)
+    _JUMPS: ClassVar[dict] = {"R": 1.0}
 
     def init(self, size: int):
         dtype = jnp.result_type(float, self.tau, self.alpha, self.gamma0)
         z, z1 = jnp.zeros((size, size), dtype), jnp.zeros((size,), dtype)
         return dict(C=z.at[0, 0].set(1.0), R=z, R_A=z, C_A=z, P_A=z, S_C=z, nu=z1,
                     sigma_jump=z1, ca_error=z1)
-
-    def masses(self):
-        return frozenset({"P_A"})
 
     def time_axes(self):
         return dict(C=2, R=2, R_A=2, C_A=2, P_A=2, S_C=2, nu=1, sigma_jump=1, ca_error=1)
@@ -362,13 +381,13 @@ class Lz2(_Volterra):
         m_c = w * c_row * dh
         m_delta = w * ht.d1(one)
         m_jump = w * (r_jump[n] * ht.d1(one) + c_row[n] * ht.d2(one))
-        f_c = (-past_integral(wts, m_r, m_jump, s["C"], c_n) - m_delta * c_n
-               - transposed_integral(wts, m_c, s["R"]))
+        f_c = (-past_integral(wts, m_r, m_jump, s["C"], c_n, d=s.get("C_int")) - m_delta * c_n
+               - transposed_integral(wts, m_c, s["R"], d=s.get("R_int")))
         nu = f_c[n]
         (c_front, c_tt), (d_c, d_tt) = scalar_front(c_n, f_c - nu * c_n, n)
-        fronts, after = self._jumped(n, s, wts, dict(R=1.0))
+        fronts, after = self._jumped(n, s, wts, self._JUMPS)
         d_r = (-(nu + m_delta) * fronts["R"]
-               - response_integral(wts, m_r, m_jump, s["R"], r_n, n))
+               - response_integral(wts, m_r, m_jump, s["R"], r_n, n, d=s.get("R_int")))
         s = dict(s, R_A=r_a, C_A=c_a, P_A=mass, S_C=s_c, nu=s["nu"].at[n].set(nu),
                  sigma_jump=sigma_jump,
                  ca_error=ca_error)
@@ -455,6 +474,7 @@ class Mf2(_Volterra):
 
     _SYMMETRIC: ClassVar[tuple] = ("C",)
     _RESPONSES: ClassVar[tuple] = ("R",)
+    _JUMPS: ClassVar[dict] = {"R": 1.0}
     _ONE_TIME: ClassVar[tuple] = ("a",)
 
     def init(self, size: int):
@@ -475,12 +495,13 @@ class Mf2(_Volterra):
         k2 = w * d2_times(h, c_n, r_n)                               # .. h''(C_d) R_d
         k2_jump = self.alpha * self.tau**2 * a[n] * h.d2(one)        # .. at s = t^-, R_d = 1
         k1 = w * Linearless(h).d1(c_n)                               # .. (h'(C_d) - h'(0))
-        f_c = a[n] * (past_integral(wts, k2, k2_jump, s["C"], c_n)
-                      + transposed_integral(wts, k1, s["R"]))
+        f_c = a[n] * (past_integral(wts, k2, k2_jump, s["C"], c_n, d=s.get("C_int"))
+                      + transposed_integral(wts, k1, s["R"], d=s.get("R_int")))
         nu = f_c[n]
         (c_front, c_tt), (d_c, d_tt) = scalar_front(c_n, f_c - nu * c_n, n)
-        fronts, after = self._jumped(n, s, wts, dict(R=1.0))
-        d_r = -nu * fronts["R"] + a[n] * response_integral(wts, k2, k2_jump, s["R"], r_n, n)
+        fronts, after = self._jumped(n, s, wts, self._JUMPS)
+        d_r = -nu * fronts["R"] + a[n] * response_integral(wts, k2, k2_jump, s["R"], r_n, n,
+                                                           d=s.get("R_int"))
         d_a = jnp.dot(wts.w, k1 * r_n) + wts.upper * k1[n]
         s = dict(s, nu=s["nu"].at[n].set(nu))
         front = dict(a=a[n], C=c_front, C_eq=c_tt, R=fronts["R"])
@@ -574,15 +595,13 @@ class H2(_Volterra):
 
     _SYMMETRIC: ClassVar[tuple] = ("C_d", "C_o")
     _RESPONSES: ClassVar[tuple] = ("R_d", "R_o")
+    _JUMPS: ClassVar[dict] = {"R_d": 1.0, "R_o": 0.0}
 
     def init(self, size: int):
         dtype = jnp.result_type(float, self.tau, self.alpha_bar, self.a)
         z, z1 = jnp.zeros((size, size), dtype), jnp.zeros((size,), dtype)
         return dict(C_d=z.at[0, 0].set(1.0), C_o=z, R_d=z, R_o=z, R_A=z, C_A=z, P_A=z, S_C=z,
                     nu=z1, sigma_jump=z1, ca_error=z1)
-
-    def masses(self):
-        return frozenset({"P_A"})
 
     def time_axes(self):
         return dict(C_d=2, C_o=2, R_d=2, R_o=2, R_A=2, C_A=2, P_A=2, S_C=2, nu=1, sigma_jump=1,
@@ -611,27 +630,30 @@ class H2(_Volterra):
         delta_o = w * h.d1(co_tt)                                   # delta part of M^R_o
         jump_d = w * c_row[n] * h.d2(one)                           # M^R_d(t, t^-)
         jump_o = w * r_jump[n] * h.d1(co_tt)                        # M^R_o(t, t^-)
-        f_d = (-past_integral(wts, mr_d, jump_d, Cd, cd) - past_integral(wts, mr_o, jump_o, Co, co)
-               - delta_o * co - transposed_integral(wts, mc_d, Rd)
-               - transposed_integral(wts, mc_o, Ro, jump=0.0))
-        f_o = (-past_integral(wts, mr_d + mr_o, jump_d + jump_o, Co, co) - delta_o * co
-               - transposed_integral(wts, mc_o, Rd) - transposed_integral(wts, mc_o, Ro, jump=0.0))
+        d_cd, d_co, d_rd, d_ro = (s.get(key + "_int") for key in ("C_d", "C_o", "R_d", "R_o"))
+        f_d = (-past_integral(wts, mr_d, jump_d, Cd, cd, d=d_cd)
+               - past_integral(wts, mr_o, jump_o, Co, co, d=d_co)
+               - delta_o * co - transposed_integral(wts, mc_d, Rd, d=d_rd)
+               - transposed_integral(wts, mc_o, Ro, jump=0.0, d=d_ro))
+        f_o = (-past_integral(wts, mr_d + mr_o, jump_d + jump_o, Co, co, d=d_co) - delta_o * co
+               - transposed_integral(wts, mc_o, Rd, d=d_rd)
+               - transposed_integral(wts, mc_o, Ro, jump=0.0, d=d_ro))
         nu = f_d[n]
         (d_front, d_tt), (d_d, dd_tt) = scalar_front(cd, f_d - nu * cd, n)
         (o_front, o_tt), (d_o, do_tt) = scalar_front(co, f_o - nu * co, n)
-        fronts, after = self._jumped(n, s, wts, dict(R_d=1.0, R_o=0.0))
+        fronts, after = self._jumped(n, s, wts, self._JUMPS)
         fd, fo = fronts["R_d"], fronts["R_o"]
-        d_rd = -nu * fd - response_integral(wts, mr_d, jump_d, Rd, rd, n)
-        d_ro = (-nu * fo - delta_o * (fd + fo)
-                - response_integral(wts, mr_d, jump_d, Ro, ro, n, jump=0.0)
-                - response_integral(wts, mr_o, jump_o, Rd, rd, n)
-                - response_integral(wts, mr_o, jump_o, Ro, ro, n, jump=0.0))
+        rate_d = -nu * fd - response_integral(wts, mr_d, jump_d, Rd, rd, n, d=d_rd)
+        rate_o = (-nu * fo - delta_o * (fd + fo)
+                  - response_integral(wts, mr_d, jump_d, Ro, ro, n, jump=0.0, d=d_ro)
+                  - response_integral(wts, mr_o, jump_o, Rd, rd, n, d=d_rd)
+                  - response_integral(wts, mr_o, jump_o, Ro, ro, n, jump=0.0, d=d_ro))
         s = dict(s, R_A=r_a, C_A=c_a, P_A=mass, S_C=s_c, nu=s["nu"].at[n].set(nu),
                  sigma_jump=sigma_jump,
                  ca_error=ca_error)
         front = dict(C_d=d_front, C_d_eq=d_tt, C_o=o_front, C_o_eq=o_tt, R_d=fd, R_o=fo)
         rate = dict(C_d=d_d, C_d_eq=dd_tt, C_o=d_o, C_o_eq=do_tt,
-                    R_d=jnp.where(past, d_rd, 0.0), R_o=jnp.where(past, d_ro, 0.0))
+                    R_d=jnp.where(past, rate_d, 0.0), R_o=jnp.where(past, rate_o, 0.0))
         # The instantaneous part: nu on every row and the delta of M^R_o, which couples
         # C_d to C_o and R_o to R_d.
         zero = jnp.zeros_like(nu)

@@ -116,31 +116,38 @@ def diagonal_error(sigma_r: Array, sigma_c: Array, r_row: Array, c_row: Array,
     return jnp.where(n >= 2, (simpson - trapezoid) / denom, 0.0)
 
 
-def past_integral(wts: RowWeights, kernel: Array, kernel_jump, x: Array, x_n: Array) -> Array:
+def past_integral(wts: RowWeights, kernel: Array, kernel_jump, x: Array, x_n: Array,
+                  d=None) -> Array:
     """int_0^{t_n} K(t_n, s) X(s, s') ds for every stored s' (scalar functions).
 
     `kernel` (L,): point values K(t_n, t_l) (zero at l = n when K contains a stored response
     that vanishes there); `kernel_jump`: K(t_n, t_n^-); `x` (L, L): X(t_l, s'); `x_n` (L,):
-    X(t_n, s') (row n). The delta part of K, if any, is the caller's.
+    X(t_n, s') (row n); `d`: X's interval corrections (d1, d2) after a history decimation
+    (`AbstractModel.interval_corrections`), or None. The delta part of K, if any, is the
+    caller's.
     """
-    return (wts.w * kernel) @ x + wts.upper * kernel_jump * x_n
+    out = (wts.w * kernel) @ x + wts.upper * kernel_jump * x_n
+    return out if d is None else out + interval_mean(kernel) @ d[0]
 
 
-def transposed_integral(wts: RowWeights, kernel: Array, r: Array, jump=1.0) -> Array:
+def transposed_integral(wts: RowWeights, kernel: Array, r: Array, jump=1.0, d=None) -> Array:
     """int_0^{s'} K(t_n, s) R(s', s) ds for every stored s' (R a response with R(s', s'^-) =
-    `jump`; its stored diagonal is zero)."""
-    return r @ (wts.w * kernel) + wts.upper_at * kernel * jump
+    `jump`; its stored diagonal is zero; `d` its interval corrections or None)."""
+    out = r @ (wts.w * kernel) + wts.upper_at * kernel * jump
+    return out if d is None else out + d[1] @ interval_mean(kernel)
 
 
 def response_integral(wts: RowWeights, kernel: Array, kernel_jump, r: Array, r_n: Array, n,
-                      jump=1.0) -> Array:
+                      jump=1.0, d=None) -> Array:
     """int_{s'}^{t_n} K(t_n, s) R(s, s') ds for every stored s' < t_n (zero for s' = t_n).
 
-    R(s'^+, s') = `jump` at the lower end, K(t_n, t_n^-) = `kernel_jump` at the upper end.
+    R(s'^+, s') = `jump` at the lower end, K(t_n, t_n^-) = `kernel_jump` at the upper end;
+    `d`: R's interval corrections or None.
     """
     idx = jnp.arange(r.shape[-1])
-    return ((wts.w * kernel) @ r + wts.lower * kernel * jump
-            + jnp.where(idx < n, wts.upper * kernel_jump * r_n, 0.0))
+    out = ((wts.w * kernel) @ r + wts.lower * kernel * jump
+           + jnp.where(idx < n, wts.upper * kernel_jump * r_n, 0.0))
+    return out if d is None else out + interval_mean(kernel) @ d[0]
 
 
 def jump_column(n, size: int, value=1.0) -> Array:
