@@ -28,7 +28,7 @@ from ._integrate import AbstractModel
 from ._results import diverged_rows
 from ._solution import Solution
 from ._stepper import AbstractStiff, Row, RowWeights
-from ._volterra import d2_times, diagonal_error, interval_mean, response_rows
+from ._volterra import d2_times, diagonal_error, interval_mean, merged, response_rows
 
 
 class _Terms(NamedTuple):
@@ -131,11 +131,13 @@ def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels):
     # value, so that C_ii(t, t) = 1 is kept exactly.
     drift = alg.inner_k(k.force, s["v"])
     mem_c = -alg.contract(wm_r, s["C"]) - alg.product(inst, c_n)
-    if "C_int" in s:                     # merged intervals of a decimated history
-        mem_c = mem_c - alg.contract(interval_mean(k.memory), s["C_int"][0])
+    corr = merged(s, "C")                # after a history decimation
+    if corr is not None:
+        mem_c = mem_c - corr.gate(lambda: alg.contract(interval_mean(k.memory), corr.d1))
     mem_r = -alg.contract_t(wm_c, s["R"]) - wts.upper_at * k.noise / alg.m
-    if "R_int" in s:                     # merged intervals of a decimated history
-        mem_r = mem_r - alg.contract_t(interval_mean(k.noise), s["R_int"][1])
+    corr = merged(s, "R")
+    if corr is not None:
+        mem_r = mem_r - corr.gate(lambda: alg.contract_t(interval_mean(k.noise), corr.d2))
     f_c = jnp.where(past, drift + mem_c + mem_r, 0.0)
     nu = alg.diag(f_c[..., n])
     f_v = (k.force - jnp.sum(alg.matvec_k(wm_r, s["v"]), axis=-1)          # [C.8] without nu
@@ -162,8 +164,9 @@ def weight_row(alg: AbstractAlgebra, n, s, wts: RowWeights, x: "_Terms") -> Row:
     d_r = (-alg.left(x.nu, r_front) - alg.product(x.m_delta, r_front)
            - alg.contract(x.wm_r, s["R"]) - wts.lower * x.m_r / alg.m
            - jnp.where(idx < n, wts.upper, 0.0) * alg.product(x.m_jump, x.r_n))
-    if "R_int" in s:                     # merged intervals of a decimated history
-        d_r = d_r - alg.contract(interval_mean(x.m_r), s["R_int"][0])
+    corr = merged(s, "R")                # after a history decimation
+    if corr is not None:
+        d_r = d_r - corr.gate(lambda: alg.contract(interval_mean(x.m_r), corr.d1))
     d_r = jnp.where(past, d_r, 0.0)
     d_v = -x.nu[..., None] * x.v_t + x.f_v
     front = dict(a=x.a_t, v=x.v_t, C=jnp.where(past, x.c_n, 0.0), C_eq=x.c_n[..., n],
@@ -328,7 +331,7 @@ class DMFT(AbstractModel):
         r_jump = jnp.where(past, -sigma_jump, 0.0)
         (r_a, c_a, mass, s_c), r_row, c_row = response_rows(
             sigma_r, sigma_c, s["R_A"], s["C_A"], s["P_A"], s["S_C"], r_jump, n, wts,
-            s.get("R_A_int"))
+            merged(s, "R_A"))
         rho = 1.0 + jnp.dot(wts.w, r_row) + wts.upper * r_jump[n]
 
         # 4. Memory kernels on row n [C.18]: point values (zero at s = t_n, where the stored

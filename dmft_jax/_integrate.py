@@ -171,6 +171,8 @@ class AbstractModel(eqx.Module):
         an adaptive solve adds (two time axes)."""
         out = dict(self.time_axes())
         out.update({key: 2 for key in self.interval_corrections() if key in state})
+        if "decimated" in state:
+            out["decimated"] = 0
         return out
 
     def window(self, state: dict, size: int) -> dict:
@@ -183,7 +185,7 @@ class AbstractModel(eqx.Module):
     def unwindow(self, state: dict, small: dict) -> dict:
         """Write a window back into the full buffers."""
         def put(x, y, k):
-            return x.at[(Ellipsis,) + (slice(0, y.shape[-1]),) * k].set(y)
+            return x.at[(Ellipsis,) + (slice(0, y.shape[-1]),) * k].set(y) if k else y
         return {key: jtu.tree_map(lambda x, y: put(x, y, k), state[key], small[key])
                 for key, k in self._axes(state).items()}
 
@@ -225,6 +227,8 @@ class AbstractModel(eqx.Module):
         moved = {key: move_masses(state[key], ts, keep) for key in self.masses()}
         out = {key: jtu.tree_map(lambda x, k=k: take(x, k), moved.get(key, state[key]))
                for key, k in self.time_axes().items()}
+        if "decimated" in state:
+            merged["decimated"] = jnp.asarray(True)
         return dict(out, **merged)
 
 
@@ -591,8 +595,11 @@ def adaptive_init(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper
     size, steps = ctrl.history, ctrl.max_steps
     state = model.init(size)
     if size <= steps:                    # the history can fill up: decimation may happen
+        corrections = model.interval_corrections()
         state = dict(state, **{ck: (jtu.tree_map(jnp.zeros_like, state[key]),) * 2
-                               for ck, key in model.interval_corrections().items()})
+                               for ck, key in corrections.items()})
+        if corrections:
+            state["decimated"] = jnp.asarray(False)
     dtype = jnp.result_type(*[x.dtype for x in jtu.tree_leaves(state)])
     ts = jnp.zeros((size,), dtype)
     probe = model.row(0, state, stepper.quadrature.weights(ts, 0))[0]

@@ -46,6 +46,7 @@ from ._volterra import (
     d2_times,
     diagonal_error,
     jump_column,
+    merged,
     past_integral,
     response_integral,
     response_rows,
@@ -373,7 +374,7 @@ class Lz2(_Volterra):
         r_jump = jnp.where(past, -sigma_jump, 0.0)
         (r_a, c_a, mass, s_c), r_row, c_row = response_rows(
             sigma_r, sigma_c, s["R_A"], s["C_A"], s["P_A"], s["S_C"], r_jump, n, wts,
-            s.get("R_A_int"))
+            merged(s, "R_A"))
         ca_error = s["ca_error"].at[n].set(
             diagonal_error(sigma_r, sigma_c, r_row, c_row, r_jump, n, wts))
         w = self.alpha * g2
@@ -381,13 +382,13 @@ class Lz2(_Volterra):
         m_c = w * c_row * dh
         m_delta = w * ht.d1(one)
         m_jump = w * (r_jump[n] * ht.d1(one) + c_row[n] * ht.d2(one))
-        f_c = (-past_integral(wts, m_r, m_jump, s["C"], c_n, d=s.get("C_int")) - m_delta * c_n
-               - transposed_integral(wts, m_c, s["R"], d=s.get("R_int")))
+        f_c = (-past_integral(wts, m_r, m_jump, s["C"], c_n, d=merged(s, "C")) - m_delta * c_n
+               - transposed_integral(wts, m_c, s["R"], d=merged(s, "R")))
         nu = f_c[n]
         (c_front, c_tt), (d_c, d_tt) = scalar_front(c_n, f_c - nu * c_n, n)
         fronts, after = self._jumped(n, s, wts, self._JUMPS)
         d_r = (-(nu + m_delta) * fronts["R"]
-               - response_integral(wts, m_r, m_jump, s["R"], r_n, n, d=s.get("R_int")))
+               - response_integral(wts, m_r, m_jump, s["R"], r_n, n, d=merged(s, "R")))
         s = dict(s, R_A=r_a, C_A=c_a, P_A=mass, S_C=s_c, nu=s["nu"].at[n].set(nu),
                  sigma_jump=sigma_jump,
                  ca_error=ca_error)
@@ -495,13 +496,13 @@ class Mf2(_Volterra):
         k2 = w * d2_times(h, c_n, r_n)                               # .. h''(C_d) R_d
         k2_jump = self.alpha * self.tau**2 * a[n] * h.d2(one)        # .. at s = t^-, R_d = 1
         k1 = w * Linearless(h).d1(c_n)                               # .. (h'(C_d) - h'(0))
-        f_c = a[n] * (past_integral(wts, k2, k2_jump, s["C"], c_n, d=s.get("C_int"))
-                      + transposed_integral(wts, k1, s["R"], d=s.get("R_int")))
+        f_c = a[n] * (past_integral(wts, k2, k2_jump, s["C"], c_n, d=merged(s, "C"))
+                      + transposed_integral(wts, k1, s["R"], d=merged(s, "R")))
         nu = f_c[n]
         (c_front, c_tt), (d_c, d_tt) = scalar_front(c_n, f_c - nu * c_n, n)
         fronts, after = self._jumped(n, s, wts, self._JUMPS)
         d_r = -nu * fronts["R"] + a[n] * response_integral(wts, k2, k2_jump, s["R"], r_n, n,
-                                                           d=s.get("R_int"))
+                                                           d=merged(s, "R"))
         d_a = jnp.dot(wts.w, k1 * r_n) + wts.upper * k1[n]
         s = dict(s, nu=s["nu"].at[n].set(nu))
         front = dict(a=a[n], C=c_front, C_eq=c_tt, R=fronts["R"])
@@ -620,7 +621,7 @@ class H2(_Volterra):
         r_jump = jnp.where(past, -sigma_jump, 0.0)
         (r_a, c_a, mass, s_c), r_row, c_row = response_rows(
             sigma_r, sigma_c, s["R_A"], s["C_A"], s["P_A"], s["S_C"], r_jump, n, wts,
-            s.get("R_A_int"))
+            merged(s, "R_A"))
         ca_error = s["ca_error"].at[n].set(
             diagonal_error(sigma_r, sigma_c, r_row, c_row, r_jump, n, wts))
         w = self.alpha_bar * a2
@@ -630,7 +631,7 @@ class H2(_Volterra):
         delta_o = w * h.d1(co_tt)                                   # delta part of M^R_o
         jump_d = w * c_row[n] * h.d2(one)                           # M^R_d(t, t^-)
         jump_o = w * r_jump[n] * h.d1(co_tt)                        # M^R_o(t, t^-)
-        d_cd, d_co, d_rd, d_ro = (s.get(key + "_int") for key in ("C_d", "C_o", "R_d", "R_o"))
+        d_cd, d_co, d_rd, d_ro = (merged(s, key) for key in ("C_d", "C_o", "R_d", "R_o"))
         f_d = (-past_integral(wts, mr_d, jump_d, Cd, cd, d=d_cd)
                - past_integral(wts, mr_o, jump_o, Co, co, d=d_co)
                - delta_o * co - transposed_integral(wts, mc_d, Rd, d=d_rd)

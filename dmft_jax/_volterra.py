@@ -13,6 +13,9 @@ neuron algebra.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
@@ -29,6 +32,37 @@ def d2_times(kernel: AbstractKernel, q: Array, r: Array) -> Array:
     nonzero = r != 0
     safe_q = jnp.where(nonzero, q, jnp.zeros_like(q))
     return jnp.where(nonzero, kernel.d2(safe_q) * r, jnp.zeros_like(r))
+
+
+class Merged(NamedTuple):
+    """The interval corrections (d1, d2) of one two-time function in the state of an adaptive
+    solve (`dmft_jax._integrate.AbstractModel.interval_corrections`) and `on`, whether the
+    history was ever decimated: before that they are zero, and `gate` skips their products
+    (`lax.cond`; about a third of a step's work)."""
+
+    d1: Array
+    d2: Array
+    on: Array
+
+    def gate(self, fn):
+        """fn() once the history was decimated, zeros of its shape before."""
+        out = jax.eval_shape(fn)
+        return jax.lax.cond(self.on, fn, lambda: jnp.zeros(out.shape, out.dtype))
+
+    def first(self, kernel: Array) -> Array:
+        """sum_j Kbar_j d1[j, k]: the correction of int K(s) X(s, t_k) ds."""
+        return self.gate(lambda: interval_mean(kernel) @ self.d1)
+
+    def second(self, kernel: Array) -> Array:
+        """sum_j d2[k, j] Kbar_j: the correction of int K(s) X(t_k, s) ds."""
+        return self.gate(lambda: self.d2 @ interval_mean(kernel))
+
+
+def merged(s: dict, key: str) -> Merged | None:
+    """The interval corrections of `key` in the state `s` (None when it has none: fixed grids,
+    or a history that cannot fill up)."""
+    ck = key + "_int"
+    return None if ck not in s else Merged(s[ck][0], s[ck][1], s["decimated"])
 
 
 def interval_mean(row: Array) -> Array:
@@ -52,8 +86,8 @@ def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, mass: 
         r_A[n, k] D = -Sigma_R[n, k] - sum_l w_l Sigma_R[n, l] r_A[l, k]
                       - lower_k Sigma_R[n, k] r_A(t_k^+, t_k)                        (k < n)
 
-    (`corrections`: the interval corrections (d1, d2) of r_A after a history decimation,
-    `AbstractModel.interval_corrections`, which add their share to the integral over r_A).
+    (`corrections`: the interval corrections of r_A (`merged`), which add their share to the
+    integral over r_A after a history decimation).
 
     C_A as the quadratic form C_A = -R_A Sigma_C R_A^T of [D.6]:
 
@@ -78,7 +112,7 @@ def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, mass: 
     ws_r = wts.w * sigma_r
     r_row = -sigma_r - ws_r @ r_a - wts.lower * sigma_r * r_jump
     if corrections is not None:
-        r_row = r_row - interval_mean(sigma_r) @ corrections[0]
+        r_row = r_row - corrections.first(sigma_r)
     r_row = jnp.where(before, r_row / denom, 0.0)
     r_a = r_a.at[n].set(r_row)
     p_row = wts.w * r_row + jnp.where(idx == n, 1.0 + wts.upper * r_jump[n], 0.0)
@@ -122,19 +156,18 @@ def past_integral(wts: RowWeights, kernel: Array, kernel_jump, x: Array, x_n: Ar
 
     `kernel` (L,): point values K(t_n, t_l) (zero at l = n when K contains a stored response
     that vanishes there); `kernel_jump`: K(t_n, t_n^-); `x` (L, L): X(t_l, s'); `x_n` (L,):
-    X(t_n, s') (row n); `d`: X's interval corrections (d1, d2) after a history decimation
-    (`AbstractModel.interval_corrections`), or None. The delta part of K, if any, is the
+    X(t_n, s') (row n); `d`: X's interval corrections (`merged`), or None. The delta part of K, if any, is the
     caller's.
     """
     out = (wts.w * kernel) @ x + wts.upper * kernel_jump * x_n
-    return out if d is None else out + interval_mean(kernel) @ d[0]
+    return out if d is None else out + d.first(kernel)
 
 
 def transposed_integral(wts: RowWeights, kernel: Array, r: Array, jump=1.0, d=None) -> Array:
     """int_0^{s'} K(t_n, s) R(s', s) ds for every stored s' (R a response with R(s', s'^-) =
     `jump`; its stored diagonal is zero; `d` its interval corrections or None)."""
     out = r @ (wts.w * kernel) + wts.upper_at * kernel * jump
-    return out if d is None else out + d[1] @ interval_mean(kernel)
+    return out if d is None else out + d.second(kernel)
 
 
 def response_integral(wts: RowWeights, kernel: Array, kernel_jump, r: Array, r_n: Array, n,
@@ -147,7 +180,7 @@ def response_integral(wts: RowWeights, kernel: Array, kernel_jump, r: Array, r_n
     idx = jnp.arange(r.shape[-1])
     out = ((wts.w * kernel) @ r + wts.lower * kernel * jump
            + jnp.where(idx < n, wts.upper * kernel_jump * r_n, 0.0))
-    return out if d is None else out + interval_mean(kernel) @ d[0]
+    return out if d is None else out + d.first(kernel)
 
 
 def jump_column(n, size: int, value=1.0) -> Array:
