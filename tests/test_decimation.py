@@ -6,6 +6,7 @@ even grid)."""
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import dmft_jax as dj
 from dmft_jax._integrate import merge_intervals, move_masses
@@ -138,6 +139,7 @@ def test_train_error_does_not_jump_where_the_step_changes():
     assert off[0] < 2e-2 and off[1] < 2e-3, off
 
 
+@pytest.mark.gpu      # 12 s on the 2-core CPU: heavy tier (the mechanisms are checked above)
 def test_decimated_solve_follows_the_full_history():
     """Lazy Fig. 3, m = 64, rtol 1e-3 to t = 8 (177 steps): a 128-point history (two
     decimations) against one that keeps every step. The steps are the same; e_tr agrees to 5%
