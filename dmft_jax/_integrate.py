@@ -168,28 +168,22 @@ class AbstractModel(eqx.Module):
         once."""
         return loop(self)
 
-    def _axes(self, state: dict) -> dict[str, int]:
-        """Time axes of every buffer in `state`: `time_axes()` and the interval corrections
-        an adaptive solve adds (two time axes)."""
-        out = dict(self.time_axes())
-        out.update({key: 2 for key in self.interval_corrections() if key in state})
-        if "decimated" in state:
-            out["decimated"] = 0
-        return out
-
     def window(self, state: dict, size: int) -> dict:
-        """The leading `size` x `size` time block of every buffer (a copy)."""
+        """The leading `size` x `size` time block of every buffer of `time_axes()` (a copy).
+        The interval corrections stay out: a window runs while the history has room, before
+        any decimation, when they are zero (and the window's program leaves their products
+        out)."""
         def cut(x, k):
             return x[(Ellipsis,) + (slice(0, size),) * k]
         return {key: jtu.tree_map(lambda x: cut(x, k), state[key])
-                for key, k in self._axes(state).items()}
+                for key, k in self.time_axes().items()}
 
     def unwindow(self, state: dict, small: dict) -> dict:
-        """Write a window back into the full buffers."""
+        """Write a window back into the full buffers (the others as they were)."""
         def put(x, y, k):
-            return x.at[(Ellipsis,) + (slice(0, y.shape[-1]),) * k].set(y) if k else y
-        return {key: jtu.tree_map(lambda x, y: put(x, y, k), state[key], small[key])
-                for key, k in self._axes(state).items()}
+            return x.at[(Ellipsis,) + (slice(0, y.shape[-1]),) * k].set(y)
+        return dict(state, **{key: jtu.tree_map(lambda x, y: put(x, y, k), state[key], small[key])
+                              for key, k in self.time_axes().items()})
 
     def clear_aux(self, n, state: dict) -> dict:
         """Zero index n of every auxiliary buffer along all its time axes (what `row(n)`
