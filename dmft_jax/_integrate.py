@@ -121,7 +121,8 @@ class AbstractModel(eqx.Module):
         none.
 
         A response X(s, s') (R, r_A) falls from its jump X(s'^+, s') over a time ~1/m after
-        its column starts (and likewise in its second argument), so the trapezoid over an
+        its column starts (and likewise in its second argument; C has a kink there), so the
+        trapezoid over an
         interval merged by decimation misses the integral the finer grid had resolved. An
         adaptive solve with a bounded history then keeps, for every stored interval
         [t_j, t_{j+1}] and stored time t_k, the pair (d1, d2) of corrections
@@ -155,7 +156,7 @@ class AbstractModel(eqx.Module):
         """For each corrected key (`interval_corrections`): the jump values X(t_k^+, t_k) =
         X(t_k, t_k^-) over the stored times, a pytree matching the buffer's leaves with shape
         (..., L) (the stored diagonal X(t_k, t_k) is zero); None for a symmetric function
-        (C, C_A: continuous across the diagonal, corrected on every interval)."""
+        (C: continuous across the diagonal, corrected on every interval)."""
         del state
         return {}
 
@@ -252,7 +253,7 @@ def merge_intervals(x: Array, jump: Array | None, d1: Array, d2: Array, ts: Arra
 
     A response (`jump` given) vanishes for s < s' (causal), its stored diagonal is zero and
     its jump values stand at both ends, x(t_k^+, t_k) = x(t_k, t_k^-) = jump[k]. A symmetric
-    function (C, C_A; `jump` None) counts on every interval with its stored values. When the
+    function (C; `jump` None) counts on every interval with its stored values. When the
     time t_p between kept t_a and t_b goes, the correction of the merged interval is that of
     its two halves plus their trapezoids minus the merged trapezoid, so that trapezoid plus
     correction is still the integral of the finest grid:
@@ -392,10 +393,11 @@ class Adaptive(eqx.Module):
     **Bounded history** (Kim-Latz decimation): at most `history` times are stored for the
     two-time functions. When the history is full, every other point of its older half (t = 0
     kept) is dropped, freeing a quarter of it; the memory integrals then use the trapezoidal
-    weights of the remaining (non-uniform) times. Nothing integrated over the past is lost
-    with the dropped times: the responses' integrals over merged intervals keep the value of
-    the finest grid they ever had (`AbstractModel.interval_corrections`: the responses fall
-    from their jumps within ~1/m, which a merged interval's trapezoid misses), the masses of
+    weights of the remaining (non-uniform) times. The integrals over the past keep what the
+    finer grid had resolved: the integrals of the two-time functions over merged intervals
+    keep the value of the finest grid they ever had, times the kernel's mean over the interval
+    (`AbstractModel.interval_corrections`: the responses fall from their jumps within ~1/m,
+    which a merged interval's trapezoid misses), the masses of
     R_A move to the kept neighbours (`AbstractModel.masses`), and C_A is the quadratic form
     -R_A Sigma_C R_A^T, so the train error does not jump with the grid
     (`dmft_jax._volterra.response_rows`). Measured, lazy Fig. 3, m = 64, rtol 1e-3, t = 8,
