@@ -96,15 +96,13 @@ class _Volterra(AbstractModel):
     _JUMPS: ClassVar[dict] = {}          # R(t^+, t) for each response
 
     def interval_corrections(self):
-        keys = self._SYMMETRIC + self._RESPONSES
-        keys += ("R_A",) if "R_A" in self.time_axes() else ()
+        # The responses only: the symmetric functions have a kink at the diagonal, no fall.
+        keys = self._RESPONSES + (("R_A",) if "R_A" in self.time_axes() else ())
         return {key + "_int": key for key in keys}
 
     def interval_jumps(self, s):
         size = s["nu"].shape[-1]
-        out = {key: None for key in self._SYMMETRIC}
-        out.update({key: jnp.full((size,), self._JUMPS[key], s[key].dtype)
-                    for key in self._RESPONSES})
+        out = {key: jnp.full((size,), self._JUMPS[key], s[key].dtype) for key in self._RESPONSES}
         if "R_A" in s:
             out["R_A"] = -s["sigma_jump"]
         return out
