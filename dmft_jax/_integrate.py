@@ -121,8 +121,7 @@ class AbstractModel(eqx.Module):
         none.
 
         A response X(s, s') (R, r_A) falls from its jump X(s'^+, s') over a time ~1/m after
-        its column starts (and likewise in its second argument), so the
-        trapezoid over an
+        its column starts (and likewise in its second argument), so the trapezoid over an
         interval merged by decimation misses the integral the finer grid had resolved. An
         adaptive solve with a bounded history then keeps, for every stored interval
         [t_j, t_{j+1}] and stored time t_k, the pair (d1, d2) of corrections
