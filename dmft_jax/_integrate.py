@@ -400,7 +400,7 @@ class Adaptive(eqx.Module):
     R_A move to the kept neighbours (`AbstractModel.masses`), and C_A is the quadratic form
     -R_A Sigma_C R_A^T, so the train error does not jump with the grid
     (`dmft_jax._volterra.response_rows`). Measured, lazy Fig. 3, m = 64, rtol 1e-3, t = 8,
-    history 128 against one that keeps every step: e_tr 1.5% and e_ts 9e-7 apart (66-fold and
+    history 128 against one that keeps every step: e_tr 1.4% and e_ts 2e-6 apart (66-fold and
     7e-3 before). The times dropped are the ones where linear interpolation best reproduces
     what later rows integrate (the latest row of each two-time function and the one-time
     values read later); when a dropped time's interpolation error exceeds
