@@ -412,9 +412,7 @@ class Adaptive(eqx.Module):
     **Cost while the history fills** (`window_from`): a step costs O(L^2) on a history of L
     stored times, so until the history is full the steps run on its leading block of width
     `window_from`, then twice that, ... up to half the history (`windows()`; one compiled
-    loop per width; the same steps and values as one loop over the whole buffer). Default 512:
-    each window costs its own compilation (Fig. 4 solve, history 1024: 16.8 s to compile and
-    0.32 s to run with windows of 256 and 512, 14.0 s and 0.94 s with one of 512).
+    loop per width; the same steps and values as one loop over the whole buffer).
 
     **Fields:** `t_max`, `rtol`, `atol`, `dt0` (first step), `dt_min`,
     `max_decimation_error` (traced; `inf` accepts any decimation); `max_steps`, `history`,
@@ -430,7 +428,7 @@ class Adaptive(eqx.Module):
     max_decimation_error: Array
     max_steps: int = eqx.field(static=True)
     history: int = eqx.field(static=True)
-    window_from: int = eqx.field(static=True, default=512)
+    window_from: int = eqx.field(static=True, default=256)
     safety: float = eqx.field(static=True, default=0.9)
     factor_min: float = eqx.field(static=True, default=0.2)
     factor_max: float = eqx.field(static=True, default=5.0)
@@ -438,7 +436,7 @@ class Adaptive(eqx.Module):
 
     def __init__(self, t_max, *, rtol=1e-6, atol=1e-8, dt0=None, dt_min=None,
                  max_decimation_error=1.0, max_steps: int = 100_000, history: int = 1024,
-                 window_from: int = 512, safety: float = 0.9, factor_min: float = 0.2,
+                 window_from: int = 256, safety: float = 0.9, factor_min: float = 0.2,
                  factor_max: float = 5.0, control_auxiliary: bool = False):
         for name, value, lower in (("t_max", t_max, 0.0), ("rtol", rtol, 0.0),
                                    ("atol", atol, 0.0)):
