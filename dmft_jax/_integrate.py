@@ -201,16 +201,17 @@ class AbstractModel(eqx.Module):
         corrections in `state` (`interval_corrections`), if any, are merged
         (`merge_intervals`; this needs the stored times `ts` before the decimation)."""
         merged = {}
-        for ck, key in self.interval_corrections().items():
-            if ck in state:
-                jumps = self.interval_jumps(state)[key]
-                leaves, tree = jtu.tree_flatten(state[key])
-                jumps = [None] * len(leaves) if jumps is None else jtu.tree_leaves(jumps)
-                parts = [merge_intervals(x, j, d1, d2, ts, keep) for x, j, d1, d2 in
-                         zip(leaves, jumps, jtu.tree_leaves(state[ck][0]),
-                             jtu.tree_leaves(state[ck][1]))]
-                merged[ck] = (jtu.tree_unflatten(tree, [p[0] for p in parts]),
-                              jtu.tree_unflatten(tree, [p[1] for p in parts]))
+        corrections = {ck: key for ck, key in self.interval_corrections().items() if ck in state}
+        all_jumps = self.interval_jumps(state) if corrections else {}
+        for ck, key in corrections.items():
+            leaves, tree = jtu.tree_flatten(state[key])
+            jumps = all_jumps[key]
+            jumps = [None] * len(leaves) if jumps is None else jtu.tree_leaves(jumps)
+            parts = [merge_intervals(x, j, d1, d2, ts, keep) for x, j, d1, d2 in
+                     zip(leaves, jumps, jtu.tree_leaves(state[ck][0]),
+                         jtu.tree_leaves(state[ck][1]))]
+            merged[ck] = (jtu.tree_unflatten(tree, [p[0] for p in parts]),
+                          jtu.tree_unflatten(tree, [p[1] for p in parts]))
         def take(x, k):
             for axis in range(x.ndim - k, x.ndim):
                 size = x.shape[axis]
