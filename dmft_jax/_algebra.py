@@ -86,6 +86,14 @@ class AbstractAlgebra(eqx.Module):
         jump R(t^+, t) = I over the stored times, shaped like the history's pytree)."""
 
     @abc.abstractmethod
+    def history_diagonal(self, hist, offset: int = 0) -> Array:
+        """The entries H[k, k - offset] as a (*mat, L) array (zero where k - offset < 0)."""
+
+    @abc.abstractmethod
+    def pointwise(self, x: Array, y: Array) -> Array:
+        """(1/m) x[..., k] @ y[..., k] at every time k: x, y (*mat, L) -> (*mat, L)."""
+
+    @abc.abstractmethod
     def contract(self, x: Array, hist) -> Array:
         """(1/m) sum_k x[k] @ H[k, s]: x of shape (*mat, K), H a K x S history -> (*mat, S).
 
@@ -221,6 +229,14 @@ class Symmetric(AbstractAlgebra):
     def history_split(self, x):
         return (x[0], x[1])
 
+    def history_diagonal(self, hist, offset=0):
+        return jnp.stack([_diagonal(h, offset) for h in hist])
+
+    def pointwise(self, x, y):
+        xp, xq = self._channels(x)
+        yp, yq = self._channels(y)
+        return self._from_channels(xp * yp, xq * yq) / self.m
+
     def contract(self, x, hist):
         # Plain (2, K) @ (K, S) products on each component buffer.
         return self._product(jnp.stack([x @ hist[0], x @ hist[1]], axis=1))
@@ -332,6 +348,12 @@ class General(AbstractAlgebra):
     def history_split(self, x):
         return x
 
+    def history_diagonal(self, hist, offset=0):
+        return _diagonal(hist, offset)
+
+    def pointwise(self, x, y):
+        return jnp.einsum("ilk,ljk->ijk", x, y) / self.m
+
     def contract(self, x, hist):
         return jnp.einsum("ilk,ljks->ijs", x, hist) / self.m
 
@@ -387,3 +409,9 @@ class General(AbstractAlgebra):
         big = jnp.block([[-h * k, eye, zero], [zero, zero, eye], [zero, zero, zero]])
         e = jax.scipy.linalg.expm(big)
         return e[:m, order * m:(order + 1) * m]
+
+
+def _diagonal(h: Array, offset: int) -> Array:
+    """h[..., k, k - offset] over the last two axes, zero where k - offset < 0."""
+    d = jnp.diagonal(h, offset=-offset, axis1=-2, axis2=-1)
+    return jnp.concatenate([jnp.zeros(h.shape[:-2] + (offset,), h.dtype), d], axis=-1)

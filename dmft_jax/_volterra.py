@@ -44,13 +44,26 @@ class Merged(NamedTuple):
     d1: Array
     d2: Array
 
-    def first(self, kernel: Array) -> Array:
-        """sum_j Kbar_j d1[j, k]: the correction of int K(s) X(s, t_k) ds."""
-        return interval_mean(kernel) @ self.d1
+    def first(self, kernel: Array, response: bool) -> Array:
+        """sum_j Kbar_j d1[j, k]: the correction of int K(s) X(s, t_k) ds. For a response X
+        (`response`), the interval next to the diagonal (j = k) takes the kernel's value at
+        the diagonal end, K_k, instead of its mean (`jump_offsets`)."""
+        out = interval_mean(kernel) @ self.d1
+        if not response:
+            return out
+        at_lower, _ = jump_offsets(kernel)
+        return out + at_lower * jnp.diagonal(self.d1)
 
-    def second(self, kernel: Array) -> Array:
-        """sum_j d2[k, j] Kbar_j: the correction of int K(s) X(t_k, s) ds."""
-        return self.d2 @ interval_mean(kernel)
+    def second(self, kernel: Array, response: bool) -> Array:
+        """sum_j d2[k, j] Kbar_j: the correction of int K(s) X(t_k, s) ds; for a response,
+        K_k on the interval next to the diagonal (j = k - 1)."""
+        out = self.d2 @ interval_mean(kernel)
+        if not response:
+            return out
+        _, at_upper = jump_offsets(kernel)
+        sub = jnp.concatenate([jnp.zeros_like(kernel[..., :1]),
+                               jnp.diagonal(self.d2, offset=-1)], axis=-1)
+        return out + at_upper * sub
 
 
 def merged(s: dict, key: str) -> Merged | None:
@@ -66,6 +79,22 @@ def interval_mean(row: Array) -> Array:
     corrections (`dmft_jax._integrate.AbstractModel.interval_corrections`)."""
     nxt = jnp.concatenate([row[..., 1:], jnp.zeros_like(row[..., :1])], axis=-1)
     return 0.5 * (row + nxt)
+
+
+def jump_offsets(kernel: Array) -> tuple[Array, Array]:
+    """(K_k - Kbar_k, K_k - Kbar_{k-1}): how the kernel at t_k differs from its mean over the
+    interval after t_k and over the one before (zero before t_0).
+
+    A response falls from its jump within ~1/m of the diagonal (lazy initialization), so the
+    part of a merged interval's correction that sits next to the diagonal, R(s, t_k) for s
+    just above t_k (or R(t_k, s) for s just below), is mass at t_k: it is weighed by the
+    kernel there. Weighed by the kernel's mean over a merged interval of length H, it made an
+    error ~(K_k - K_{k+1}) H / 4 in every such column, which feeds the current row back into
+    its own rate: lazy Fig. 3 at m = 256 (history 512, rtol 1e-3) blew up at its 8th
+    decimation (t = 83, merged intervals up to 5.1 long) and reaches t = 256 with it."""
+    mean = interval_mean(kernel)
+    before = jnp.concatenate([jnp.zeros_like(mean[..., :1]), mean[..., :-1]], axis=-1)
+    return kernel - mean, kernel - before
 
 
 def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, mass: Array,
@@ -107,7 +136,7 @@ def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, mass: 
     ws_r = wts.w * sigma_r
     r_row = -sigma_r - ws_r @ r_a - wts.lower * sigma_r * r_jump
     if corrections is not None:
-        r_row = r_row - corrections.first(sigma_r)
+        r_row = r_row - corrections.first(sigma_r, response=True)
     r_row = jnp.where(before, r_row / denom, 0.0)
     r_a = r_a.at[n].set(r_row)
     p_row = wts.w * r_row + jnp.where(idx == n, 1.0 + wts.upper * r_jump[n], 0.0)
@@ -155,14 +184,14 @@ def past_integral(wts: RowWeights, kernel: Array, kernel_jump, x: Array, x_n: Ar
     caller's.
     """
     out = (wts.w * kernel) @ x + wts.upper * kernel_jump * x_n
-    return out if d is None else out + d.first(kernel)
+    return out if d is None else out + d.first(kernel, response=False)
 
 
 def transposed_integral(wts: RowWeights, kernel: Array, r: Array, jump=1.0, d=None) -> Array:
     """int_0^{s'} K(t_n, s) R(s', s) ds for every stored s' (R a response with R(s', s'^-) =
     `jump`; its stored diagonal is zero; `d` its interval corrections or None)."""
     out = r @ (wts.w * kernel) + wts.upper_at * kernel * jump
-    return out if d is None else out + d.second(kernel)
+    return out if d is None else out + d.second(kernel, response=True)
 
 
 def response_integral(wts: RowWeights, kernel: Array, kernel_jump, r: Array, r_n: Array, n,
@@ -175,7 +204,7 @@ def response_integral(wts: RowWeights, kernel: Array, kernel_jump, r: Array, r_n
     idx = jnp.arange(r.shape[-1])
     out = ((wts.w * kernel) @ r + wts.lower * kernel * jump
            + jnp.where(idx < n, wts.upper * kernel_jump * r_n, 0.0))
-    return out if d is None else out + d.first(kernel)
+    return out if d is None else out + d.first(kernel, response=True)
 
 
 def jump_column(n, size: int, value=1.0) -> Array:
