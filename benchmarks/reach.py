@@ -10,7 +10,14 @@ work; it records the result code, the time reached, accepted and rejected steps,
 sizes, the decimations and their interpolation error (`max_decimation_error = inf`: decimation
 is allowed, its error reported), e_tr and e_ts at the last accepted time, run and compile time.
 
-Usage: python benchmarks/reach.py [--configs lazy:256:100:512 ...] [--rtol 1e-4]
+With `--tenfold`, every configuration is solved again at rtol / 10 (and atol / 10), and the
+largest relative change of e_ts, a and e_tr between the two solves is reported, read at 40
+log-spaced times in [1, t_reached] by linear interpolation of the one-time records (kept at
+every accepted step); for e_tr, relative to max(|e_tr|, 1e3 atol), since near interpolation
+e_tr falls to the absolute tolerance's floor (issue 9: "observables change by <= 1e-3
+relative when the tolerance is divided by 10").
+
+Usage: python benchmarks/reach.py [--configs lazy:256:100:512 ...] [--rtol 1e-4] [--tenfold]
 Configurations `setting:m:t_max:history[:max_steps]`. Writes the section `reach` of
 benchmarks/results/integrator.md.
 """
@@ -23,7 +30,10 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _report import replace_section  # noqa: E402
@@ -36,10 +46,10 @@ DEFAULT = ["lazy:64:64:512", "lazy:256:100:512", "lazy:256:100:2048", "lazy:1024
            "meanfield:64:640:512:20000", "meanfield:256:2560:512:20000"]
 
 
-def child(spec: str, rtol: float) -> dict:
-    """One configuration, in this process (called by the parent through a subprocess)."""
+def child(spec: str, rtol: float, series: str | None = None) -> dict:
+    """One configuration, in this process (called by the parent through a subprocess); the
+    one-time records of the accepted steps go to the .npz `series` if given."""
     import jax
-    import numpy as np
     jax.config.update("jax_enable_x64", True)
     import dmft_jax as dj
     parts = spec.split(":")
@@ -63,6 +73,9 @@ def child(spec: str, rtol: float) -> dict:
     n = int(sol.stats["accepted"])
     t = np.asarray(sol.t)[:n + 1]
     steps = np.diff(t)
+    if series:
+        np.savez(series, t=t, **{k: np.asarray(getattr(sol, k))[:n + 1]
+                                 for k in ("e_ts", "a", "e_tr")})
     return dict(spec=spec, m=m, t_max=t_max, history=history, max_steps=max_steps,
                 result=next((name for name in ("successful", "diverged", "max_steps_reached",
                                                "step_too_small", "history_too_coarse",
@@ -76,8 +89,10 @@ def child(spec: str, rtol: float) -> dict:
                 run_s=run, compile_s=compile_s)
 
 
-def parent(spec: str, rtol: float) -> dict:
+def parent(spec: str, rtol: float, series: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", spec, "--rtol", repr(rtol)]
+    if series:
+        cmd += ["--series", series]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -89,25 +104,61 @@ def parent(spec: str, rtol: float) -> dict:
     return row
 
 
+def tenfold_change(paths: list[str], atol: float) -> list[float]:
+    """Largest relative change of (e_ts, a, e_tr) between the solves at rtol and rtol / 10,
+    at 40 log-spaced times in [1, t] (t the shorter of the two solves' last times)."""
+    base, tenth = (np.load(p) for p in paths)
+    t_end = min(base["t"][-1], tenth["t"][-1])
+    times = np.geomspace(1.0, t_end, 40)
+    out = []
+    for name in ("e_ts", "a", "e_tr"):
+        x = np.interp(times, base["t"], base[name])
+        y = np.interp(times, tenth["t"], tenth[name])
+        floor = 1e3 * atol if name == "e_tr" else 0.0
+        out.append(float(np.max(np.abs(x - y) / np.maximum(np.abs(y), floor))))
+    return out
+
+
+def _tenfold_cell(r: dict) -> str:
+    if r.get("change") is None:
+        return f" {r.get('tenth_result', '')} |"
+    return (f" {r['tenth_accepted']}, {r['tenth_run_s']:.0f}, "
+            + ", ".join(f"{c:.1e}" for c in r["change"]) + " |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="+", default=DEFAULT)
     p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--tenfold", action="store_true",
+                   help="also solve at rtol/10 and report the largest relative change")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--series", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                  "integrator.md"))
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.rtol)))
+        print(json.dumps(child(args.child, args.rtol, args.series)))
         return
     rows = []
-    for spec in args.configs:
-        r = parent(spec, args.rtol)
+    tmp = tempfile.mkdtemp(prefix="reach_")
+    for i, spec in enumerate(args.configs):
+        paths = [os.path.join(tmp, f"{i}_{k}.npz") for k in ("base", "tenth")]
+        r = parent(spec, args.rtol, paths[0] if args.tenfold else None)
+        if args.tenfold and "t_reached" in r:
+            fine = parent(spec, args.rtol / 10, paths[1])
+            r.update(tenth_result=fine.get("result"), tenth_run_s=fine.get("run_s"),
+                     tenth_accepted=fine.get("accepted"),
+                     change=tenfold_change(paths, args.rtol * 1e-2)
+                     if "t_reached" in fine else None)
         rows.append(r)
         print(json.dumps(r), flush=True)
     head = ("| setting | m | t_max | history | result | t reached | accepted | rejected | last "
             "step | decimations | decimation error | e_tr | e_ts | run (s) | compile (s) | "
             "peak (GB) |")
+    if args.tenfold:
+        head += " rtol/10: steps, run (s), largest change (e_ts, a, e_tr) |"
+
     lines = ["## Reach of the adaptive solver (issue 9)", "",
              f"Written by `benchmarks/reach.py` on {platform.node()} ({os.cpu_count()} CPUs), "
              f"{time.strftime('%Y-%m-%d')}. `dj.Adaptive(t_max, rtol={args.rtol:g}, atol="
@@ -117,7 +168,7 @@ def main(argv=None):
              "tau 0.6, alpha 0.3, a(0) = 1). Each configuration is its own process; run time "
              "excludes compilation. The decimation error is the largest interpolation error "
              "of a dropped time in units of the tolerance.", "", head,
-             "|" + "---|" * 16]
+             "|" + "---|" * (17 if args.tenfold else 16)]
     for r in rows:
         if "t_reached" not in r:
             lines.append(f"| {r['spec']} | | | | {r['result']} |" + " |" * 11)
@@ -128,7 +179,7 @@ def main(argv=None):
             f"{r['t_reached']:.4g} | {r['accepted']} | {r['rejected']} | {r['last_step']:.3g} "
             f"| {r['decimations']} | {r['decimation_error']:.3g} | {r['e_tr']:.4g} | "
             f"{r['e_ts']:.4g} | {r['run_s']:.1f} | {r['compile_s']:.1f} | "
-            f"{r['peak_gb']:.2f} |")
+            f"{r['peak_gb']:.2f} |" + (_tenfold_cell(r) if args.tenfold else ""))
     text = "\n".join(lines) + "\n"
     print(text)
     replace_section(args.out, "problem", "reach", text, "")
