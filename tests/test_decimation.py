@@ -57,6 +57,21 @@ def _decimate(size, rng):
     return np.setdiff1d(idx, drop)
 
 
+def _merge_rounds(x, jump, ts, rng, rounds):
+    """`rounds` decimations of a response x on ts, each merging from the last: yields the
+    kept indices and the corrections (d1, d2) on them after each round."""
+    size = ts.shape[0]
+    d1 = d2 = np.zeros((size, size))
+    kept = np.arange(size)
+    for _ in range(rounds):
+        keep = _decimate(len(kept), rng)
+        n = len(keep)
+        d1, d2 = merge_intervals(x[np.ix_(kept, kept)], jump[kept], d1, d2, ts[kept], keep)
+        d1, d2 = np.asarray(d1)[:n, :n], np.asarray(d2)[:n, :n]
+        kept = kept[keep]
+        yield kept, d1, d2
+
+
 def test_merge_intervals_keeps_the_fine_integrals():
     """Two rounds of merges: trapezoid on the kept times plus corrections equals the
     trapezoid on the finest grid exactly for a constant kernel (1e-13), and up to the kernel's
@@ -72,14 +87,7 @@ def test_merge_intervals_keeps_the_fine_integrals():
     fine = {name: _integrals(x, jump, ts, zeros, zeros, kernel)
             for name, kernel in (("flat", lambda t: np.ones_like(t)),
                                  ("smooth", lambda t: 1.0 + 0.5 * np.sin(t)))}
-    d1 = d2 = zeros
-    kept = np.arange(size)
-    for _ in range(2):
-        keep = _decimate(len(kept), rng)
-        n = len(keep)
-        d1, d2 = merge_intervals(x[np.ix_(kept, kept)], jump[kept], d1, d2, ts[kept], keep)
-        d1, d2 = np.asarray(d1)[:n, :n], np.asarray(d2)[:n, :n]
-        kept = kept[keep]
+    for kept, d1, d2 in _merge_rounds(x, jump, ts, rng, 2):
         x_k = x[np.ix_(kept, kept)]
         wave = lambda t: 1.0 + 0.5 * np.sin(t)                               # noqa: E731
         plain = _integrals(x_k, jump[kept], ts[kept], 0 * d1, 0 * d2, wave)
@@ -114,14 +122,7 @@ def test_a_response_merged_next_to_its_diagonal_is_weighed_at_the_diagonal():
     zeros = np.zeros((size, size))
     kernel = lambda t: 1.0 + 2.0 * np.sin(8.0 * t)                          # noqa: E731
     fine = _integrals(x, jump, ts, zeros, zeros, kernel)
-    d1 = d2 = zeros
-    kept = np.arange(size)
-    for _ in range(3):
-        keep = _decimate(len(kept), rng)
-        n = len(keep)
-        d1, d2 = merge_intervals(x[np.ix_(kept, kept)], jump[kept], d1, d2, ts[kept], keep)
-        d1, d2 = np.asarray(d1)[:n, :n], np.asarray(d2)[:n, :n]
-        kept = kept[keep]
+    *_, (kept, d1, d2) = _merge_rounds(x, jump, ts, rng, 3)
     x_k, j_k, t_k = x[np.ix_(kept, kept)], jump[kept], ts[kept]
     at_end = _integrals(x_k, j_k, t_k, d1, d2, kernel)
     at_mean = _integrals(x_k, j_k, t_k, d1, d2, kernel, diagonal_end=False)
