@@ -671,10 +671,10 @@ def adaptive_advance(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStep
         records = jtu.tree_map(lambda buf, x: buf.at[c.accepted].set(x), c.records, rec)
         diverged = model.divergence(n, out.state)
         # A new row outside the equations' domain (a correlation beyond 1 + the divergence
-        # rule's tolerance, a non-finite value)
-        # is a step too long for the explicit part of the scheme (measured: mean-field Fig. 5,
-        # m = 1024, rtol 1e-3, h = 3 at t = 164 put C(t + h, t) at 1 + 1e-3): it is rejected
-        # like an inaccurate one; only when no step above dt_min avoids it is it a divergence.
+        # rule's tolerance, a non-finite value) is a step too long for the explicit part of
+        # the scheme (measured: mean-field Fig. 5, m = 1024, rtol 1e-3, h = 3 at t = 164 put
+        # C(t + h, t) at 1 + 1e-3): it is rejected like an inaccurate one; only when no step
+        # above dt_min avoids it is it a divergence.
         outside = model.divergence(n + 1, out.state)
         err = error_norm(out.error, out.new, out.new, ctrl.rtol, ctrl.atol)
         err = jnp.where(outside, jnp.inf, err)
