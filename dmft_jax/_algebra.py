@@ -230,7 +230,7 @@ class Symmetric(AbstractAlgebra):
         return (x[0], x[1])
 
     def history_diagonal(self, hist, offset=0):
-        return jnp.stack([_diagonal(h, offset) for h in hist])
+        return jnp.stack([history_diagonal(h, offset) for h in hist])
 
     def pointwise(self, x, y):
         xp, xq = self._channels(x)
@@ -349,7 +349,7 @@ class General(AbstractAlgebra):
         return x
 
     def history_diagonal(self, hist, offset=0):
-        return _diagonal(hist, offset)
+        return history_diagonal(hist, offset)
 
     def pointwise(self, x, y):
         return jnp.einsum("ilk,ljk->ijk", x, y) / self.m
@@ -411,7 +411,7 @@ class General(AbstractAlgebra):
         return e[:m, order * m:(order + 1) * m]
 
 
-def _diagonal(h: Array, offset: int) -> Array:
+def history_diagonal(h: Array, offset: int = 0) -> Array:
     """h[..., k, k - offset] over the last two axes, zero where k - offset < 0."""
     d = jnp.diagonal(h, offset=-offset, axis1=-2, axis2=-1)
     return jnp.concatenate([jnp.zeros(h.shape[:-2] + (offset,), h.dtype), d], axis=-1)

@@ -28,8 +28,7 @@ from ._integrate import AbstractModel
 from ._results import diverged_rows
 from ._solution import Solution
 from ._stepper import AbstractStiff, Row, RowWeights
-from ._volterra import (d2_times, diagonal_error, interval_mean, jump_offsets, merged,
-                       response_rows)
+from ._volterra import d2_times, diagonal_error, merged, response_rows
 
 
 class _Terms(NamedTuple):
@@ -134,13 +133,11 @@ def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels):
     mem_c = -alg.contract(wm_r, s["C"]) - alg.product(inst, c_n)
     corr = merged(s, "C")                # after a history decimation
     if corr is not None:
-        mem_c = mem_c - alg.contract(interval_mean(k.memory), corr.d1)
+        mem_c = mem_c - corr.first(k.memory, response=False, alg=alg)
     mem_r = -alg.contract_t(wm_c, s["R"]) - wts.upper_at * k.noise / alg.m
     corr = merged(s, "R")
     if corr is not None:
-        # R(t_k, s) for s just below t_k is mass at t_k (`jump_offsets`)
-        mem_r = mem_r - alg.contract_t(interval_mean(k.noise), corr.d2) - alg.pointwise(
-            jump_offsets(k.noise)[1], alg.transpose(alg.history_diagonal(corr.d2, 1)))
+        mem_r = mem_r - corr.second(k.noise, response=True, alg=alg)
     f_c = jnp.where(past, drift + mem_c + mem_r, 0.0)
     nu = alg.diag(f_c[..., n])
     f_v = (k.force - jnp.sum(alg.matvec_k(wm_r, s["v"]), axis=-1)          # [C.8] without nu
@@ -169,8 +166,7 @@ def weight_row(alg: AbstractAlgebra, n, s, wts: RowWeights, x: "_Terms") -> Row:
            - jnp.where(idx < n, wts.upper, 0.0) * alg.product(x.m_jump, x.r_n))
     corr = merged(s, "R")                # after a history decimation
     if corr is not None:
-        d_r = d_r - alg.contract(interval_mean(x.m_r), corr.d1) - alg.pointwise(
-            jump_offsets(x.m_r)[0], alg.history_diagonal(corr.d1))
+        d_r = d_r - corr.first(x.m_r, response=True, alg=alg)
     d_r = jnp.where(past, d_r, 0.0)
     d_v = -x.nu[..., None] * x.v_t + x.f_v
     front = dict(a=x.a_t, v=x.v_t, C=jnp.where(past, x.c_n, 0.0), C_eq=x.c_n[..., n],
@@ -284,8 +280,8 @@ class DMFT(AbstractModel):
 
     def interval_corrections(self):
         # The responses fall from their jumps within ~1/m (lazy) of the diagonal; C has only a
-    # kink there (linear interpolation of its rows missed it by 0.04-0.13 times the tolerance
-    # at lazy m = 64 ... 256, where R and R_A were missed by 200-640 times).
+        # kink there (linear interpolation of its rows missed it by 0.04-0.13 times the
+        # tolerance at lazy m = 64 ... 256, where R and R_A were missed by 200-640 times).
         return {"R_int": "R", "R_A_int": "R_A"}
 
     def masses(self):

@@ -131,7 +131,8 @@ class AbstractModel(eqx.Module):
 
         zero until the first decimation and summed exactly when intervals merge
         (`merge_intervals`): the integral of the finest grid the solve ever had. The model adds
-        sum_j Kbar_j d[j, k] (`dmft_jax._volterra.interval_mean`, the kernel's interval mean) to
+        sum_j Kbar_j d[j, k] (`dmft_jax._volterra.Merged`: the kernel's interval mean, or for a
+        response its value at the diagonal end of the interval next to the diagonal) to
         each integral over X when its state holds the correction key (`<key>_int`;
         `dmft_jax._volterra.merged`). An adaptive solve adds them to the state
         when its history can fill up (history <= max_steps).
@@ -402,10 +403,11 @@ class Adaptive(eqx.Module):
     two-time functions. When the history is full, every other point of its older half (t = 0
     kept) is dropped, freeing a quarter of it; the memory integrals then use the trapezoidal
     weights of the remaining (non-uniform) times. The integrals over the past keep what the
-    finer grid had resolved: the integrals of the two-time functions over merged intervals
-    keep the value of the finest grid they ever had, times the kernel's mean over the interval
+    finer grid had resolved: the integrals of the responses over merged intervals keep the
+    value of the finest grid they ever had, times the kernel's mean over the interval, or its
+    value at the diagonal end on the interval next to the diagonal
     (`AbstractModel.interval_corrections`: the responses fall from their jumps within ~1/m,
-    which a merged interval's trapezoid misses), the masses of
+    which a merged interval's trapezoid misses; `dmft_jax._volterra.Merged`), the masses of
     R_A move to the kept neighbours (`AbstractModel.masses`), and C_A is the quadratic form
     -R_A Sigma_C R_A^T, so the train error does not jump with the grid
     (`dmft_jax._volterra.response_rows`). Measured, lazy Fig. 3, m = 64, rtol 1e-3, t = 8,
@@ -611,7 +613,6 @@ def adaptive_init(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStepper
         corrections = model.interval_corrections()
         state = dict(state, **{ck: (jtu.tree_map(jnp.zeros_like, state[key]),) * 2
                                for ck, key in corrections.items()})
-
     dtype = jnp.result_type(*[x.dtype for x in jtu.tree_leaves(state)])
     ts = jnp.zeros((size,), dtype)
     probe = model.row(0, state, stepper.quadrature.weights(ts, 0))[0]

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array
 
+from ._algebra import history_diagonal
 from ._covariance import AbstractKernel
 from ._stepper import RowWeights
 
@@ -44,26 +45,53 @@ class Merged(NamedTuple):
     d1: Array
     d2: Array
 
-    def first(self, kernel: Array, response: bool) -> Array:
+    def first(self, kernel: Array, response: bool, alg=None) -> Array:
         """sum_j Kbar_j d1[j, k]: the correction of int K(s) X(s, t_k) ds. For a response X
         (`response`), the interval next to the diagonal (j = k) takes the kernel's value at
-        the diagonal end, K_k, instead of its mean (`jump_offsets`)."""
-        out = interval_mean(kernel) @ self.d1
+        the diagonal end, K_k, instead of its mean (`jump_offsets`). `alg`: the DMFT's
+        algebra (`dmft_jax._algebra`) for matrix-valued rows, None for scalar ones."""
+        ops = _SCALAR if alg is None else alg
+        out = ops.contract(interval_mean(kernel), self.d1)
         if not response:
             return out
-        at_lower, _ = jump_offsets(kernel)
-        return out + at_lower * jnp.diagonal(self.d1)
+        return out + ops.pointwise(jump_offsets(kernel)[0], ops.history_diagonal(self.d1))
 
-    def second(self, kernel: Array, response: bool) -> Array:
-        """sum_j d2[k, j] Kbar_j: the correction of int K(s) X(t_k, s) ds; for a response,
+    def second(self, kernel: Array, response: bool, alg=None) -> Array:
+        """sum_j Kbar_j d2[k, j]: the correction of int K(s) X(t_k, s) ds; for a response,
         K_k on the interval next to the diagonal (j = k - 1)."""
-        out = self.d2 @ interval_mean(kernel)
+        ops = _SCALAR if alg is None else alg
+        out = ops.contract_t(interval_mean(kernel), self.d2)
         if not response:
             return out
-        _, at_upper = jump_offsets(kernel)
-        sub = jnp.concatenate([jnp.zeros_like(kernel[..., :1]),
-                               jnp.diagonal(self.d2, offset=-1)], axis=-1)
-        return out + at_upper * sub
+        return out + ops.pointwise(jump_offsets(kernel)[1],
+                                   ops.transpose(ops.history_diagonal(self.d2, 1)))
+
+
+class _ScalarOps:
+    """The algebra operations `Merged` uses, for scalar rows (the reduced theories)."""
+
+    @staticmethod
+    def contract(x, hist):
+        return x @ hist
+
+    @staticmethod
+    def contract_t(x, hist):
+        return hist @ x
+
+    @staticmethod
+    def history_diagonal(hist, offset=0):
+        return history_diagonal(hist, offset)
+
+    @staticmethod
+    def pointwise(x, y):
+        return x * y
+
+    @staticmethod
+    def transpose(x):
+        return x
+
+
+_SCALAR = _ScalarOps()
 
 
 def merged(s: dict, key: str) -> Merged | None:
