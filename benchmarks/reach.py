@@ -141,18 +141,18 @@ def main(argv=None):
         print(json.dumps(child(args.child, args.rtol, args.series)))
         return
     rows = []
-    tmp = tempfile.mkdtemp(prefix="reach_")
-    for i, spec in enumerate(args.configs):
-        paths = [os.path.join(tmp, f"{i}_{k}.npz") for k in ("base", "tenth")]
-        r = parent(spec, args.rtol, paths[0] if args.tenfold else None)
-        if args.tenfold and "t_reached" in r:
-            fine = parent(spec, args.rtol / 10, paths[1])
-            r.update(tenth_result=fine.get("result"), tenth_run_s=fine.get("run_s"),
-                     tenth_accepted=fine.get("accepted"),
-                     change=tenfold_change(paths, args.rtol * 1e-2)
-                     if "t_reached" in fine else None)
-        rows.append(r)
-        print(json.dumps(r), flush=True)
+    with tempfile.TemporaryDirectory(prefix="reach_") as tmp:     # the rtol/10 series
+        for i, spec in enumerate(args.configs):
+            paths = [os.path.join(tmp, f"{i}_{k}.npz") for k in ("base", "tenth")]
+            r = parent(spec, args.rtol, paths[0] if args.tenfold else None)
+            if args.tenfold and "t_reached" in r:
+                fine = parent(spec, args.rtol / 10, paths[1])
+                r.update(tenth_result=fine.get("result"), tenth_run_s=fine.get("run_s"),
+                         tenth_accepted=fine.get("accepted"),
+                         change=tenfold_change(paths, args.rtol * 1e-2)
+                         if "t_reached" in fine else None)
+            rows.append(r)
+            print(json.dumps(r), flush=True)
     head = ("| setting | m | t_max | history | result | t reached | accepted | rejected | last "
             "step | decimations | decimation error | e_tr | e_ts | run (s) | compile (s) | "
             "peak (GB) |")
