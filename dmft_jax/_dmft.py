@@ -12,7 +12,7 @@ R_A and C_A (L, L).
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -27,8 +27,17 @@ from ._covariance import AbstractKernel, Target
 from ._integrate import AbstractModel
 from ._results import diverged_rows
 from ._solution import Solution
-from ._stepper import AbstractStiff, Row, RowWeights
-from ._volterra import d2_times, diagonal_error, merged, response_rows
+from ._stepper import AbstractStiff, Row, RowWeights, Trapezoid
+from ._volterra import (
+    FittedEnds,
+    add_diagonal,
+    ahead,
+    d2_times,
+    diagonal_error,
+    fit_row_weights,
+    merged,
+    response_rows,
+)
 
 
 class _Terms(NamedTuple):
@@ -49,6 +58,7 @@ class _Terms(NamedTuple):
     m_c: Array       # M^C on row n
     m_delta: Array   # the delta coefficient of M^R
     m_jump: Array    # M^R(t_n, t_n^-)
+    ends: Any = None  # `FittedEnds` of row n (trapezoid weights), or None
 
 
 class Stiff(AbstractStiff):
@@ -118,10 +128,12 @@ class Kernels(NamedTuple):
     d_a: Array
 
 
-def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels):
+def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels,
+                 ends: FittedEnds | None = None):
     """The weight side of the DMFT on row n: the right sides of [C.8]-[C.10] without their nu
     terms, and nu from C_ii(t, t) = 1 [C.21]. Returns the state with nu[n] written and the
-    `_Terms` of the row (shared by the flow's `weight_row` and `DiscreteGD`)."""
+    `_Terms` of the row (shared by the flow's `weight_row` and `DiscreteGD`). `ends`: the
+    fitted diagonal ends of the integrals over R (`dmft_jax._volterra.fit_row_weights`)."""
     past = jnp.arange(s["rho"].shape[-1]) <= n
     c_n, r_n = alg.history_row(s["C"], n), alg.history_row(s["R"], n)
     v_t = s["v"][..., n]
@@ -138,6 +150,15 @@ def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels):
     corr = merged(s, "R")
     if corr is not None:
         mem_r = mem_r - corr.second(k.noise, response=True, alg=alg)
+    if ends is not None:     # R(t_k, s) falls from its jump as s -> t_k^-
+        eye = alg.identity(c_n.dtype)
+        r_1 = alg.history_diagonal(s["R"], 1)                 # R(t_k, t_{k-1})
+        fit = ends.upper(eye[..., None], r_1, alg.history_diagonal(s["R"], 2))
+        jump, spurious = ends.near_top_t(n, past.shape[0])
+        m2 = k.noise[..., jnp.maximum(n - 2, 0)]               # M^C(t_n, t_{n-2})
+        mem_r = (mem_r - alg.pointwise(k.noise, alg.transpose(fit)) - jump * k.noise / alg.m
+                 + spurious * alg.product(m2, alg.transpose(r_1[..., jnp.maximum(n - 1, 0)]))[
+                     ..., None])
     f_c = jnp.where(past, drift + mem_c + mem_r, 0.0)
     nu = alg.diag(f_c[..., n])
     f_v = (k.force - jnp.sum(alg.matvec_k(wm_r, s["v"]), axis=-1)          # [C.8] without nu
@@ -146,7 +167,7 @@ def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels):
     return s, _Terms(c_n=c_n, r_n=r_n, a_t=s["a"][..., n], v_t=v_t, force=k.force, nu=nu,
                      f_c=f_c, mem_r=jnp.where(past, mem_r, 0.0), f_v=f_v, d_a=k.d_a,
                      m_r=k.memory, wm_r=wm_r, m_c=k.noise, m_delta=k.delta,
-                     m_jump=k.memory_jump)
+                     m_jump=k.memory_jump, ends=ends)
 
 
 def weight_row(alg: AbstractAlgebra, n, s, wts: RowWeights, x: "_Terms") -> Row:
@@ -167,6 +188,12 @@ def weight_row(alg: AbstractAlgebra, n, s, wts: RowWeights, x: "_Terms") -> Row:
     corr = merged(s, "R")                # after a history decimation
     if corr is not None:
         d_r = d_r - corr.first(x.m_r, response=True, alg=alg)
+    if x.ends is not None:               # R(s, t_k) falls from its jump as s -> t_k^+
+        later = (ahead(alg.history_diagonal(s["R"], 1), 1),
+                 ahead(alg.history_diagonal(s["R"], 2), 2))
+        d_r = d_r - alg.pointwise(x.m_r, x.ends.lower(eye[..., None], later))
+        undo, add = x.ends.near_top(n, idx.shape[0])
+        d_r = d_r + undo * alg.product(x.m_jump, x.r_n) - add * x.m_r / alg.m
     d_r = jnp.where(past, d_r, 0.0)
     d_v = -x.nu[..., None] * x.v_t + x.f_v
     front = dict(a=x.a_t, v=x.v_t, C=jnp.where(past, x.c_n, 0.0), C_eq=x.c_n[..., n],
@@ -269,11 +296,12 @@ class DMFT(AbstractModel):
             rho=jnp.zeros((size,), dtype),
             sigma_jump=jnp.zeros((size,), dtype),
             ca_error=jnp.zeros((size,), dtype),
+            folded=jnp.zeros((3, size), dtype),
         )
 
     def time_axes(self):
         return dict(a=1, v=1, C=2, R=2, R_A=2, C_A=2, P_A=2, S_C=2, nu=1, rho=1, sigma_jump=1,
-                    ca_error=1)
+                    ca_error=1, folded=1)
 
     def advancing(self):
         return frozenset({"a", "v", "C", "R"})
@@ -289,7 +317,43 @@ class DMFT(AbstractModel):
 
     def unread_history(self):
         # Past sigma_jump values are read only at stored times (the jumps of r_A's columns).
-        return frozenset({"nu", "rho", "ca_error", "sigma_jump"})
+        return frozenset({"nu", "rho", "ca_error", "sigma_jump", "folded"})
+
+    def select_times(self, s, keep, ts=None):
+        """History decimation (`AbstractModel.select_times`), after the fitted diagonal ends
+        of the stored columns and rows are moved into the interval corrections
+        (`fold_fits`), where merging keeps them."""
+        if merged(s, "R") is not None and ts is not None:
+            s = self.fold_fits(s, ts)
+        return super().select_times(s, keep, ts)
+
+    def fold_fits(self, s, ts):
+        """The state of a full history (rows up to n = L - 1) with the fitted corrections of
+        the diagonal ends (`dmft_jax._volterra.FittedEnds`) added to the interval
+        corrections: column k's first interval of R into d1[k, k] (and of r_A, whose rows are
+        known up to n - 1), row k's last interval of R into d2[k, k - 1]; `folded` marks
+        them. The interval corrections weigh those entries by the kernel at the diagonal end,
+        as the fit does, so a row integrates the same before and after; the fit is not
+        recomputed on the decimated grid, whose points are further apart."""
+        alg = self.algebra
+        size = ts.shape[0]
+        n = size - 1
+        wts = Trapezoid().quadrature.weights(ts, n)
+        folded = s["folded"]
+        _, ends = fit_row_weights(wts, n, self.fast_rates(s), folded)
+        idx = jnp.arange(size)
+        eye = alg.identity(self.dtype)[..., None]
+        r_1, r_2 = alg.history_diagonal(s["R"], 1), alg.history_diagonal(s["R"], 2)
+        lo = ends.lower(eye, (ahead(r_1, 1), ahead(r_2, 2)))
+        at = ends.upper(eye, r_1, r_2)   # rows 2 ... n - 1 (row n's end is fitted in `w`)
+        lo_a = ends.lower(-s["sigma_jump"], s["R_A"], lagged=True)
+        (d1, d2), (a1, a2) = s["R_int"], s["R_A_int"]
+        d1 = jtu.tree_map(lambda b, x: add_diagonal(b, x, 0), d1, alg.history_split(lo))
+        d2 = jtu.tree_map(lambda b, x: add_diagonal(b, x, 1), d2, alg.history_split(at))
+        a1 = add_diagonal(a1, lo_a, 0)
+        done = jnp.stack([idx + 2 <= n, (idx >= 2) & (idx < n), idx + 3 <= n])
+        done = done.astype(folded.dtype)
+        return dict(s, R_int=(d1, d2), R_A_int=(a1, a2), folded=jnp.maximum(folded, done))
 
     def interval_jumps(self, s):
         size = s["rho"].shape[-1]
@@ -313,7 +377,18 @@ class DMFT(AbstractModel):
         sigma_r = alg.mean_all(aa * self.h.d1(c_n) * r_n)
         return jnp.where(past, sigma_c, 0.0), jnp.where(past, sigma_r, 0.0), aa
 
-    def _kernels(self, n, s, wts: RowWeights):
+    def fast_rates(self, s) -> Array:
+        """The rate at which the responses fall from their jumps at each stored time: the
+        collective mode (1/m) 1^T K 1 of the stiff part K = diag(nu) + M^delta / m (spec
+        section 6: ~alpha m gamma^2 h'(1) under lazy initialization), clipped at 0. Valid where
+        nu is written (rows before the current one)."""
+        alg = self.algebra
+        c_eq = alg.history_diagonal(s["C"], 0)
+        rate = (alg.mean_vec(s["nu"])
+                + self.alpha * alg.mean_all(alg.outer(s["a"], s["a"]) * self.h.d1(c_eq)))
+        return jnp.maximum(rate, 0.0)
+
+    def _kernels(self, n, s, wts: RowWeights, ends: FittedEnds | None = None):
         """Steps 1-4 of spec section 6 for row n on the weights `wts`: the sample side of the
         Gaussian DMFT. Returns the state with the auxiliaries R_A, C_A, rho, sigma_jump of row
         n written and the `Kernels` of row n ([C.18], the target drift of [C.8, C.9], [C.7])."""
@@ -333,7 +408,7 @@ class DMFT(AbstractModel):
         r_jump = jnp.where(past, -sigma_jump, 0.0)
         (r_a, c_a, mass, s_c), r_row, c_row = response_rows(
             sigma_r, sigma_c, s["R_A"], s["C_A"], s["P_A"], s["S_C"], r_jump, n, wts,
-            merged(s, "R_A"))
+            merged(s, "R_A"), ends)
         rho = 1.0 + jnp.dot(wts.w, r_row) + wts.upper * r_jump[n]
 
         # 4. Memory kernels on row n [C.18]: point values (zero at s = t_n, where the stored
@@ -354,15 +429,18 @@ class DMFT(AbstractModel):
                  ca_error=s["ca_error"].at[n].set(ca_error))
         return s, kernels
 
-    def _terms(self, n, s, wts: RowWeights):
+    def _terms(self, n, s, wts: RowWeights, ends: FittedEnds | None = None):
         """The kernels of row n and the weight side's right sides (see `weight_terms`)."""
-        s, kernels = self._kernels(n, s, wts)
-        return weight_terms(self.algebra, n, s, wts, kernels)
+        s, kernels = self._kernels(n, s, wts, ends)
+        return weight_terms(self.algebra, n, s, wts, kernels, ends)
 
     def row(self, n, s, wts: RowWeights):
         """Steps 1-5 of spec section 6 for row n, on the weights `wts`: returns the state with
         the auxiliaries of row n written and the `Row` (a, v, C[n], C(t_n, t_n), R[n])."""
-        s, x = self._terms(n, s, wts)
+        # Trapezoid weights are fitted at the diagonal ends, where the responses fall from their
+        # jumps within ~1/rate (`dmft_jax._volterra.fitted_end`); Euler's are left as they are.
+        wts, ends = fit_row_weights(wts, n, self.fast_rates(s), s["folded"])
+        s, x = self._terms(n, s, wts, ends)
         return s, weight_row(self.algebra, n, s, wts, x)
 
     def _da(self, n, s, c_n, r_n, r_row, c_row, rho, r_jump_n, wts):
