@@ -108,8 +108,8 @@ class _GaussianWithoutN4(DMFT):
     """The Gaussian DMFT with its noise covariance divided by alpha_bar: the mismatch that
     the printed K.8 (N4 not applied) makes between the two theories."""
 
-    def _kernels(self, n, s, wts):
-        s, kern = super()._kernels(n, s, wts)
+    def _kernels(self, n, s, wts, ends=None):
+        s, kern = super()._kernels(n, s, wts, ends)
         return s, kern._replace(noise=kern.noise / self.alpha_bar)
 
 
