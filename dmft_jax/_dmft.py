@@ -59,6 +59,7 @@ class _Terms(NamedTuple):
     m_delta: Array   # the delta coefficient of M^R
     m_jump: Array    # M^R(t_n, t_n^-)
     ends: Any = None  # `FittedEnds` of row n (trapezoid weights), or None
+    r_sub: Any = None  # (R(t_k, t_{k-1}), R(t_k, t_{k-2})) over k, read by the fitted ends
 
 
 class Stiff(AbstractStiff):
@@ -150,10 +151,12 @@ def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels,
     corr = merged(s, "R")
     if corr is not None:
         mem_r = mem_r - corr.second(k.noise, response=True, alg=alg)
+    r_sub = None
     if ends is not None:     # R(t_k, s) falls from its jump as s -> t_k^-
         eye = alg.identity(c_n.dtype)
-        r_1 = alg.history_diagonal(s["R"], 1)                 # R(t_k, t_{k-1})
-        fit = ends.upper(eye[..., None], r_1, alg.history_diagonal(s["R"], 2))
+        r_sub = (alg.history_diagonal(s["R"], 1), alg.history_diagonal(s["R"], 2))
+        r_1 = r_sub[0]                                         # R(t_k, t_{k-1})
+        fit = ends.upper(eye[..., None], *r_sub)
         jump, spurious = ends.near_top_t(n, past.shape[0])
         m2 = k.noise[..., jnp.maximum(n - 2, 0)]               # M^C(t_n, t_{n-2})
         mem_r = (mem_r - alg.pointwise(k.noise, alg.transpose(fit)) - jump * k.noise / alg.m
@@ -167,7 +170,7 @@ def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels,
     return s, _Terms(c_n=c_n, r_n=r_n, a_t=s["a"][..., n], v_t=v_t, force=k.force, nu=nu,
                      f_c=f_c, mem_r=jnp.where(past, mem_r, 0.0), f_v=f_v, d_a=k.d_a,
                      m_r=k.memory, wm_r=wm_r, m_c=k.noise, m_delta=k.delta,
-                     m_jump=k.memory_jump, ends=ends)
+                     m_jump=k.memory_jump, ends=ends, r_sub=r_sub)
 
 
 def weight_row(alg: AbstractAlgebra, n, s, wts: RowWeights, x: "_Terms") -> Row:
@@ -189,8 +192,7 @@ def weight_row(alg: AbstractAlgebra, n, s, wts: RowWeights, x: "_Terms") -> Row:
     if corr is not None:
         d_r = d_r - corr.first(x.m_r, response=True, alg=alg)
     if x.ends is not None:               # R(s, t_k) falls from its jump as s -> t_k^+
-        later = (ahead(alg.history_diagonal(s["R"], 1), 1),
-                 ahead(alg.history_diagonal(s["R"], 2), 2))
+        later = (ahead(x.r_sub[0], 1), ahead(x.r_sub[1], 2))   # R(t_{k+1}, t_k), R(t_{k+2}, t_k)
         d_r = d_r - alg.pointwise(x.m_r, x.ends.lower(eye[..., None], later))
         undo, add = x.ends.near_top(n, idx.shape[0])
         d_r = d_r + undo * alg.product(x.m_jump, x.r_n) - add * x.m_r / alg.m

@@ -202,25 +202,24 @@ def fit_row_weights(wts: RowWeights, n, rates: Array, folded: Array | None = Non
     size = wts.w.shape[0]
     idx = jnp.arange(size)
     rate = jnp.where(idx < n, rates, rates[jnp.maximum(n - 1, 0)])
-    i1, i2 = jnp.maximum(n - 1, 0), jnp.maximum(n - 2, 0)
-    u = fitted_end(wts.h[i1], wts.h[i2], rate[i1])
-    u = [jnp.where(n >= 2, k, 0.0) for k in u]
-    w = wts.w.at[n].add(u[0]).at[i1].add(u[1]).at[i2].add(u[2])
     h = wts.h                                           # h[l] = t_{l+1} - t_l, zero for l >= n
     after = jnp.concatenate([h[1:], jnp.zeros((1,), h.dtype)])
     before = jnp.concatenate([jnp.zeros((1,), h.dtype), h[:-1]])
     before2 = jnp.concatenate([jnp.zeros((2,), h.dtype), h[:-2]])
+    # one call for both ends: column k's first interval (h_k, h_{k+1}) and row k's last one
+    # (h_{k-1}, h_{k-2}); the latter at k = n is the upper end of row n itself
+    fit = fitted_end(jnp.stack([h, before]), jnp.stack([after, before2]), rate)
+    u = tuple(k[1, n] for k in fit)                     # zero for n < 2 (no interval h_{n-2})
+    w = wts.w.at[n].add(u[0]).at[n - 1].add(u[1]).at[n - 2].add(u[2])
     if folded is None:
         folded = jnp.zeros((3, size), h.dtype)
-    fit = fitted_end(h, after, rate)
-    lo = tuple(jnp.where((idx + 2 <= n) & (folded[0] == 0), k, 0.0) for k in fit)
-    lagged = tuple(jnp.where((idx + 3 <= n) & (folded[2] == 0), k, 0.0) for k in fit)
-    at = fitted_end(before, before2, rate)
+    lo = tuple(jnp.where((idx + 2 <= n) & (folded[0] == 0), k[0], 0.0) for k in fit)
+    lagged = tuple(jnp.where((idx + 3 <= n) & (folded[2] == 0), k[0], 0.0) for k in fit)
     # row n's own end is the upper end of the row's integrals, fitted in `w` above
-    at = tuple(jnp.where((idx >= 2) & (idx < n) & (folded[1] == 0), k, 0.0) for k in at)
+    at = tuple(jnp.where((idx >= 2) & (idx < n) & (folded[1] == 0), k[1], 0.0) for k in fit)
     fitted = RowWeights(w=w, upper=wts.upper + u[0], lower=wts.lower, upper_at=wts.upper_at,
                         h=wts.h, jumps=True)
-    return fitted, FittedEnds(lo, at, lagged, tuple(u))
+    return fitted, FittedEnds(lo, at, lagged, u)
 
 
 def merged(s: dict, key: str) -> Merged | None:

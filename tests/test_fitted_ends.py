@@ -56,8 +56,8 @@ def test_lazy_steps_longer_than_the_fall_keep_the_tolerance():
     model = dj.symmetric_dmft(h, dj.target("same", h), tau=0.3, alpha=0.3, m=256, gamma0=1.0)
     out = {}
     for rtol in (1e-3, 1e-5):
-        sol = dj.solve(model, dj.Adaptive(0.5, rtol=rtol, atol=rtol / 100, history=512,
-                                          max_steps=400))
+        sol = dj.solve(model, dj.Adaptive(0.5, rtol=rtol, atol=rtol / 100, history=256,
+                                          max_steps=250))
         n = int(sol.stats["accepted"])
         out[rtol] = (sol, n)
     coarse, n = out[1e-3]
