@@ -407,7 +407,9 @@ class Adaptive(eqx.Module):
     value of the finest grid they ever had, times the kernel's mean over the interval, or its
     value at the diagonal end on the interval next to the diagonal
     (`AbstractModel.interval_corrections`: the responses fall from their jumps within ~1/m,
-    which a merged interval's trapezoid misses; `dmft_jax._volterra.Merged`), the masses of
+    which a merged interval's trapezoid misses; `dmft_jax._volterra.Merged`; the DMFT first
+    moves the exponentially fitted corrections of the intervals next to the diagonals into
+    them, `DMFT.fold_fits`), the masses of
     R_A move to the kept neighbours (`AbstractModel.masses`), and C_A is the quadratic form
     -R_A Sigma_C R_A^T, so the train error does not jump with the grid
     (`dmft_jax._volterra.response_rows`). Measured, lazy Fig. 3, m = 64, rtol 1e-3, t = 8,

@@ -14,7 +14,10 @@ and `theta_right * h_l` to its right point:
   step R(t_n + dt, t_n) = I after the step, and the responses' diagonal values R(t, t) = 0 at
   the ends of the integrals. O(dt) [D.8].
 * Trapezoid: theta = (1/2, 1/2), with the jump values R(t^+, t) = I (and r_A(t^+, t)) at the
-  ends of the integrals: second order on any increasing grid.
+  ends of the integrals: second order on any increasing grid. A model whose responses fall
+  from their jumps faster than a step resolves (the DMFT under lazy initialization, within
+  ~1/(alpha m gamma^2 h'(1))) corrects the interval next to each diagonal end with an
+  exponentially fitted rule (`dmft_jax._volterra.fitted_end`, `fit_row_weights`).
 
 Steppers (`AbstractStepper`): `Euler` (forward Euler), `Trapezoid` (a second-order
 exponential predictor-corrector whose stiff part, the instantaneous memory term of spec
