@@ -32,6 +32,7 @@ from ._volterra import (
     FittedEnds,
     add_diagonal,
     ahead,
+    column_diagonal,
     d2_times,
     diagonal_error,
     fit_row_weights,
@@ -59,7 +60,7 @@ class _Terms(NamedTuple):
     m_delta: Array   # the delta coefficient of M^R
     m_jump: Array    # M^R(t_n, t_n^-)
     ends: Any = None  # `FittedEnds` of row n (trapezoid weights), or None
-    r_sub: Any = None  # (R(t_k, t_{k-1}), R(t_k, t_{k-2})) over k, read by the fitted ends
+    r_sub: Any = None  # R(t_k, t_{k-1}) over k, read by the fitted ends
 
 
 class Stiff(AbstractStiff):
@@ -129,6 +130,18 @@ class Kernels(NamedTuple):
     d_a: Array
 
 
+def collective(alg: AbstractAlgebra, x: Array) -> Array:
+    """(1/m) J x: the part of a response's change that lies along the all-ones direction on
+    the left, the collective mode of the stiff part K = diag(nu) + M^delta / m whose fast
+    rate `DMFT.fast_rates` gives. Only this part falls from the jump within ~1/rate under
+    lazy initialization (the symmetric DMFT: R_d + (m - 1) R_o falls from 1 to ~0.04 within
+    0.05 at m = 256, t = 0.5, while R_d - R_o stays near 1); fitting the whole change (R_d's
+    slow decay as well) made mean-field Fig. 5 at m = 256 blow up near interpolation
+    (t = 2411; it reaches t = 2560 with the projection)."""
+    ones = jnp.ones(alg.vector_shape, x.dtype)
+    return alg.product(alg.outer(ones, ones), x)
+
+
 def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels,
                  ends: FittedEnds | None = None):
     """The weight side of the DMFT on row n: the right sides of [C.8]-[C.10] without their nu
@@ -153,15 +166,10 @@ def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels,
         mem_r = mem_r - corr.second(k.noise, response=True, alg=alg)
     r_sub = None
     if ends is not None:     # R(t_k, s) falls from its jump as s -> t_k^-
-        eye = alg.identity(c_n.dtype)
-        r_sub = (alg.history_diagonal(s["R"], 1), alg.history_diagonal(s["R"], 2))
-        r_1 = r_sub[0]                                         # R(t_k, t_{k-1})
-        fit = ends.upper(eye[..., None], *r_sub)
-        jump, spurious = ends.near_top_t(n, past.shape[0])
-        m2 = k.noise[..., jnp.maximum(n - 2, 0)]               # M^C(t_n, t_{n-2})
-        mem_r = (mem_r - alg.pointwise(k.noise, alg.transpose(fit)) - jump * k.noise / alg.m
-                 + spurious * alg.product(m2, alg.transpose(r_1[..., jnp.maximum(n - 1, 0)]))[
-                     ..., None])
+        r_sub = alg.history_diagonal(s["R"], 1)               # R(t_k, t_{k-1})
+        fit = collective(alg, ends.upper(alg.identity(c_n.dtype)[..., None], r_sub))
+        mem_r = (mem_r - alg.pointwise(k.noise, alg.transpose(fit))
+                 - ends.own(n, past.shape[0]) * k.noise / alg.m)
     f_c = jnp.where(past, drift + mem_c + mem_r, 0.0)
     nu = alg.diag(f_c[..., n])
     f_v = (k.force - jnp.sum(alg.matvec_k(wm_r, s["v"]), axis=-1)          # [C.8] without nu
@@ -192,10 +200,9 @@ def weight_row(alg: AbstractAlgebra, n, s, wts: RowWeights, x: "_Terms") -> Row:
     if corr is not None:
         d_r = d_r - corr.first(x.m_r, response=True, alg=alg)
     if x.ends is not None:               # R(s, t_k) falls from its jump as s -> t_k^+
-        later = (ahead(x.r_sub[0], 1), ahead(x.r_sub[1], 2))   # R(t_{k+1}, t_k), R(t_{k+2}, t_k)
-        d_r = d_r - alg.pointwise(x.m_r, x.ends.lower(eye[..., None], later))
-        undo, add = x.ends.near_top(n, idx.shape[0])
-        d_r = d_r + undo * alg.product(x.m_jump, x.r_n) - add * x.m_r / alg.m
+        later = ahead(x.r_sub, 1)                            # R(t_{k+1}, t_k)
+        d_r = (d_r - alg.pointwise(x.m_r, collective(alg, x.ends.lower(eye[..., None], later)))
+               + x.ends.newest(n, idx.shape[0]) * alg.product(x.m_jump, x.r_n))
     d_r = jnp.where(past, d_r, 0.0)
     d_v = -x.nu[..., None] * x.v_t + x.f_v
     front = dict(a=x.a_t, v=x.v_t, C=jnp.where(past, x.c_n, 0.0), C_eq=x.c_n[..., n],
@@ -238,6 +245,13 @@ class DMFT(AbstractModel):
     - `a0` (*vec), `c0` (*mat), `v0` (*vec, k): a_i(0), C_ij(0, 0), v_i(0) in the
       algebra's representation.
     - `freeze_a`: keep the second layer at a(0) (drop [C.7] / [C.32]).
+    - `fit_ends`: on trapezoid weights, correct the intervals next to the diagonals for the
+      responses' fall from their jumps within ~1/rate (`dmft_jax._volterra.fitted_end`;
+      rate = `fast_rates`, ~alpha m gamma^2 h'(1) under lazy initialization). Off by default:
+      under lazy initialization it takes the error of long steps (h >> 1/rate) from percents
+      to the tolerance's order (lazy Fig. 3, m = 256, t = 4, rtol 1e-3: e_ts 1.4% -> 0.05%),
+      but it made mean-field Fig. 5 at m = 256 (rtol 1e-3) blow up near interpolation
+      (t ~ 2400, where the plain trapezoid reaches t = 2560).
 
     Construct with `symmetric_dmft` / `general_dmft`, which validate their input.
 
@@ -258,6 +272,7 @@ class DMFT(AbstractModel):
     c0: Array
     v0: Array
     freeze_a: bool = eqx.field(static=True, default=False)
+    fit_ends: bool = eqx.field(static=True, default=False)
 
     @property
     def m(self) -> int:
@@ -284,7 +299,7 @@ class DMFT(AbstractModel):
     def init(self, size: int):
         alg, dtype = self.algebra, self.dtype
         vec, mat = alg.vector_shape, alg.matrix_shape
-        return dict(
+        state = dict(
             a=jnp.zeros((*vec, size), dtype).at[..., 0].set(self.a0),
             v=jnp.zeros((*vec, self.k, size), dtype).at[..., 0].set(self.v0),
             C=alg.history_set(alg.history_zeros(size, dtype), 0,
@@ -298,12 +313,15 @@ class DMFT(AbstractModel):
             rho=jnp.zeros((size,), dtype),
             sigma_jump=jnp.zeros((size,), dtype),
             ca_error=jnp.zeros((size,), dtype),
-            folded=jnp.zeros((3, size), dtype),
         )
+        if self.fit_ends:             # which fitted ends a decimation moved (`fold_fits`)
+            state["folded"] = jnp.zeros((2, size), dtype)
+        return state
 
     def time_axes(self):
-        return dict(a=1, v=1, C=2, R=2, R_A=2, C_A=2, P_A=2, S_C=2, nu=1, rho=1, sigma_jump=1,
-                    ca_error=1, folded=1)
+        axes = dict(a=1, v=1, C=2, R=2, R_A=2, C_A=2, P_A=2, S_C=2, nu=1, rho=1, sigma_jump=1,
+                    ca_error=1)
+        return dict(axes, folded=1) if self.fit_ends else axes
 
     def advancing(self):
         return frozenset({"a", "v", "C", "R"})
@@ -325,7 +343,7 @@ class DMFT(AbstractModel):
         """History decimation (`AbstractModel.select_times`), after the fitted diagonal ends
         of the stored columns and rows are moved into the interval corrections
         (`fold_fits`), where merging keeps them."""
-        if merged(s, "R") is not None and ts is not None:
+        if self.fit_ends and merged(s, "R") is not None and ts is not None:
             s = self.fold_fits(s, ts)
         return super().select_times(s, keep, ts)
 
@@ -345,16 +363,15 @@ class DMFT(AbstractModel):
         _, ends = fit_row_weights(wts, n, self.fast_rates(s), folded)
         idx = jnp.arange(size)
         eye = alg.identity(self.dtype)[..., None]
-        r_1, r_2 = alg.history_diagonal(s["R"], 1), alg.history_diagonal(s["R"], 2)
-        lo = ends.lower(eye, (ahead(r_1, 1), ahead(r_2, 2)))
-        at = ends.upper(eye, r_1, r_2)   # rows 2 ... n - 1 (row n's end is fitted in `w`)
-        lo_a = ends.lower(-s["sigma_jump"], s["R_A"], lagged=True)
+        r_1 = alg.history_diagonal(s["R"], 1)                  # R(t_k, t_{k-1})
+        lo = collective(alg, ends.lower(eye, ahead(r_1, 1)))   # columns k <= n - 2
+        at = collective(alg, ends.upper(eye, r_1))             # rows 1 ... n - 1
+        lo_a = ends.lower(-s["sigma_jump"], column_diagonal(s["R_A"], 1))
         (d1, d2), (a1, a2) = s["R_int"], s["R_A_int"]
         d1 = jtu.tree_map(lambda b, x: add_diagonal(b, x, 0), d1, alg.history_split(lo))
         d2 = jtu.tree_map(lambda b, x: add_diagonal(b, x, 1), d2, alg.history_split(at))
         a1 = add_diagonal(a1, lo_a, 0)
-        done = jnp.stack([idx + 2 <= n, (idx >= 2) & (idx < n), idx + 3 <= n])
-        done = done.astype(folded.dtype)
+        done = jnp.stack([idx + 2 <= n, (idx >= 1) & (idx < n)]).astype(folded.dtype)
         return dict(s, R_int=(d1, d2), R_A_int=(a1, a2), folded=jnp.maximum(folded, done))
 
     def interval_jumps(self, s):
@@ -439,9 +456,12 @@ class DMFT(AbstractModel):
     def row(self, n, s, wts: RowWeights):
         """Steps 1-5 of spec section 6 for row n, on the weights `wts`: returns the state with
         the auxiliaries of row n written and the `Row` (a, v, C[n], C(t_n, t_n), R[n])."""
-        # Trapezoid weights are fitted at the diagonal ends, where the responses fall from their
-        # jumps within ~1/rate (`dmft_jax._volterra.fitted_end`); Euler's are left as they are.
-        wts, ends = fit_row_weights(wts, n, self.fast_rates(s), s["folded"])
+        # With `fit_ends`, trapezoid weights are fitted at the diagonal ends, where the
+        # responses fall from their jumps within ~1/rate (`dmft_jax._volterra.fitted_end`);
+        # Euler's are left as they are.
+        ends = None
+        if self.fit_ends:
+            wts, ends = fit_row_weights(wts, n, self.fast_rates(s), s["folded"])
         s, x = self._terms(n, s, wts, ends)
         return s, weight_row(self.algebra, n, s, wts, x)
 
@@ -515,7 +535,7 @@ class DMFT(AbstractModel):
 
 # ------------------------------------------------------------------------------ construction
 def symmetric_dmft(h, target: Target | None = None, *, tau, alpha, m: int, a0=None,
-                   gamma0=None, freeze_a: bool = False) -> DMFT:
+                   gamma0=None, freeze_a: bool = False, fit_ends: bool = False) -> DMFT:
     """The symmetric DMFT (SymmDMFT, spec section 5) with validated parameters.
 
     Symmetric initialization: w_i(0) iid uniform on the sphere (C(0,0) = I, v(0) = 0) and
@@ -523,7 +543,8 @@ def symmetric_dmft(h, target: Target | None = None, *, tau, alpha, m: int, a0=No
 
     **Arguments:** `h` a kernel or a `covariance` spec; `target` a `Target` (None: pure noise);
     `tau` >= 0; `alpha` = n / (m d) > 0; `m` >= 1 (static); exactly one of `a0`, `gamma0`;
-    `freeze_a` keeps a(t) = a0.
+    `freeze_a` keeps a(t) = a0; `fit_ends` fits the trapezoid's intervals next to the
+    diagonals to the responses' fall from their jumps (see `DMFT`).
     """
     from ._covariance import covariance
     if int(m) != m or m < 1:
@@ -538,7 +559,7 @@ def symmetric_dmft(h, target: Target | None = None, *, tau, alpha, m: int, a0=No
         algebra=Symmetric(int(m)), h=check_kernel(covariance(h)), target=target,
         tau=check_scalar("tau", tau, 0.0, strict=False), alpha_bar=alpha * m,
         a0=a0, c0=jnp.array([1.0, 0.0], a0.dtype), v0=jnp.zeros(target.k, a0.dtype),
-        freeze_a=freeze_a)
+        freeze_a=freeze_a, fit_ends=bool(fit_ends))
 
 
 def check_initialization(a, C, v, k: int, atol: float = 1e-8):
@@ -573,12 +594,13 @@ def check_initialization(a, C, v, k: int, atol: float = 1e-8):
 
 
 def general_dmft(h, target: Target | None = None, *, tau, a, C, v=None, alpha=None,
-                 alpha_bar=None, freeze_a: bool = False) -> DMFT:
+                 alpha_bar=None, freeze_a: bool = False, fit_ends: bool = False) -> DMFT:
     """The general DMFT (spec section 4) from a deterministic initialization, validated.
 
     **Arguments:** `h`, `target`, `tau` as in `symmetric_dmft`; `a` (m,) the a_i(0); `C` (m, m)
     the overlaps <w_i(0), w_j(0)>; `v` (m, k) the overlaps U^T w_i(0) (default 0); exactly one
-    of `alpha` = n / (m d) and `alpha_bar` = n / d.
+    of `alpha` = n / (m d) and `alpha_bar` = n / d; `freeze_a`, `fit_ends` as in
+    `symmetric_dmft`.
     """
     from ._covariance import covariance
     target = target_or_noise(target)
@@ -593,4 +615,4 @@ def general_dmft(h, target: Target | None = None, *, tau, a, C, v=None, alpha=No
         algebra=General(m), h=check_kernel(covariance(h)), target=target,
         tau=check_scalar("tau", tau, 0.0, strict=False), alpha_bar=alpha_bar,
         a0=jnp.asarray(a, dtype), c0=jnp.asarray(C, dtype), v0=jnp.asarray(v, dtype),
-        freeze_a=freeze_a)
+        freeze_a=freeze_a, fit_ends=bool(fit_ends))

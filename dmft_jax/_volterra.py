@@ -94,42 +94,42 @@ class _ScalarOps:
 _SCALAR = _ScalarOps()
 
 
-def fitted_end(h: Array, h2: Array, rate: Array) -> tuple[Array, Array, Array]:
-    """Weights (k0, k1, k2) that correct the trapezoid on the interval next to a diagonal.
+def fitted_end(h: Array, rate: Array) -> Array:
+    """The correction k of the trapezoid on the interval next to a diagonal end, where a
+    response falls from its jump: int_0^h f du = h/2 (f(0) + f(h)) + k (f(0) - f(h)), u the
+    distance from the diagonal end.
 
-    A response falls from its jump within ~1/rate of the diagonal (lazy initialization: the
-    collective mode of the stiff part K = diag(nu) + M^delta / m, rate ~ alpha m gamma^2 h'),
-    so on a step h >> 1/rate the trapezoid h/2 (f(0) + f(h)) counts the jump value over half
-    the step where the integrand holds it for ~1/rate (lazy Fig. 3, m = 256, t = 0.5,
-    rtol 1e-3: rho 2.3% and e_ts 1.5% off, against 0.03% when the step resolves 1/rate).
-    With u the distance from the diagonal end and the integrand known at u = 0 (its jump
-    value), h and H = h + h2, the rule exact for f = c0 + c1 u + c2 e^{-rate u}
+    Under lazy initialization the responses fall from their jumps within ~1/rate, rate the
+    collective mode of the stiff part K = diag(nu) + M^delta / m (~alpha m gamma^2 h'(1),
+    spec section 6), while a step set by accuracy elsewhere is many times longer: the
+    trapezoid then counts the jump value over half the step (lazy Fig. 3, m = 256, t = 0.5,
+    rtol 1e-3: rho 2.3% and e_ts 1.5% off). The rule with weights h g on f(0) and h (1 - g)
+    on f(h),
 
-        int_0^h f du = h/2 (f(0) + f(h)) + k0 f(0) + k1 f(h) + k2 f(H)
+        g = 1/z - 1/(e^z - 1),   z = rate h,   k = h (g - 1/2) = h (-z/12 + z^3/720 - ...),
 
-    follows from q(u) = u^2 phi_2(-rate u) (= (e^{-rate u} - 1 + rate u) / rate^2): the
-    trapezoid's error on q is h^3 (phi_3 - phi_2 / 2)(-rate h), and the coefficient of q in
-    f is f's second divided difference over {0, h, H} divided by q's. So k0 + k1 + k2 = 0,
-    and as rate h -> 0 the correction tends to -h^3 f'' / 12 (the trapezoid's own error on a
-    quadratic). Zero where h or h2 is not positive (no interval there)."""
-    ok = (h > 0) & (h2 > 0)
-    h, h2 = jnp.where(ok, h, 1.0), jnp.where(ok, h2, 1.0)
-    big = h + h2
-    z, zz = -rate * h, -rate * big
-    dd_q = (big * phi_scalar(2, zz) - h * phi_scalar(2, z)) / h2
-    c = h**3 * (phi_scalar(3, z) - 0.5 * phi_scalar(2, z)) / dd_q
-    return tuple(jnp.where(ok, k, 0.0) for k in (c / (h * big), -c / (h * h2), c / (big * h2)))
+    is exact for f = c0 + c1 e^{-rate u}, keeps both weights positive (g in (0, 1/2]), and
+    is the trapezoid as rate h -> 0. On a smooth integrand with slope s it errs by
+    s h^2 (1/2 - g) on this one interval (O(h^2) per integral, as the trapezoid's own error
+    over the whole range). A three-point rule also exact on linear functions needs negative
+    weights (-0.14 h at rate h = 30) and made mean-field Fig. 5 at m = 256 unstable near
+    interpolation (t = 2470); this one does not."""
+    z = rate * h
+    small = jnp.abs(z) < 1e-3
+    zs = jnp.where(small, 1.0, z)
+    g = jnp.where(small, 0.5 - z / 12.0 + z**3 / 720.0, 1.0 / zs - 1.0 / jnp.expm1(zs))
+    return jnp.where(h > 0, h * (g - 0.5), 0.0)
+
+
+def column_diagonal(hist: Array, offset: int) -> Array:
+    """hist[..., k + offset, k] indexed by k (zero where k + offset is beyond the history)."""
+    return ahead(history_diagonal(hist, offset), offset)
 
 
 def ahead(x: Array, offset: int) -> Array:
     """x[..., k + offset] indexed by k (zero beyond the last entry)."""
     return jnp.concatenate([x[..., offset:], jnp.zeros(x.shape[:-1] + (offset,), x.dtype)],
                            axis=-1)
-
-
-def column_diagonal(hist: Array, offset: int) -> Array:
-    """hist[..., k + offset, k] indexed by k (zero where k + offset is beyond the history)."""
-    return ahead(history_diagonal(hist, offset), offset)
 
 
 def add_diagonal(hist: Array, x: Array, offset: int) -> Array:
@@ -141,49 +141,35 @@ def add_diagonal(hist: Array, x: Array, offset: int) -> Array:
 
 class FittedEnds(NamedTuple):
     """The fitted corrections (`fitted_end`) at the diagonal ends of the integrals of row n
-    that run to or from another stored time t_k: `lower` for int_{t_k} K(s) X(s, t_k) ds (the
-    interval after t_k, where column k of a response starts), `upper_at` for
-    int^{t_k} K(s) X(t_k, s) ds (the interval before t_k, where row k of a response ends).
-    Each is (k0, k1, k2) over k; the kernel is read at the diagonal end, as for the interval
-    corrections of a decimated history (`Merged`). The upper end of row n itself is fitted
-    in the weights (`fit_row_weights`)."""
+    that run from or to another stored time t_k: `lo[k]` for int_{t_k} K(s) X(s, t_k) ds
+    (the interval after t_k, where column k of a response starts; k <= n - 2), `at[k]` for
+    int^{t_k} K(s) X(t_k, s) ds (the interval before t_k, where row k of a response ends;
+    1 <= k <= n - 1). The kernel is read at the diagonal end, as for the interval corrections
+    of a decimated history (`Merged`). The upper end t_n of the row's own integrals is fitted
+    in the weights with `top` (`fit_row_weights`)."""
 
-    lo: tuple
-    at: tuple
-    lo_lagged: tuple
-    top: tuple
+    lo: Array
+    at: Array
+    top: Array
 
-    def near_top_t(self, n, size: int) -> tuple[Array, Array]:
-        """For the integrals up to a row's end t_k (int_0^{t_k} K(s) X(t_k, s) ds): (jump,
-        spurious) over k. At k = n the fitted upper end needs the jump value's own weight k0
-        (`jump`: the stored diagonal is zero); at k = n - 1 the upper end's weight k2 at
-        t_{n-2} belongs to the range up to t_n, not to this one (`spurious`)."""
-        idx = jnp.arange(size)
-        return (jnp.where(idx == n, self.top[0], 0.0),
-                jnp.where(idx == n - 1, self.top[2], 0.0))
+    def lower(self, jump: Array, x1: Array) -> Array:
+        """lo[k] (X(t_k^+, t_k) - X(t_{k+1}, t_k)) over k; `x1` the entries X(t_{k+1}, t_k)."""
+        return self.lo * (jump - x1)
 
-    def near_top(self, n, size: int) -> tuple[Array, Array]:
-        """For the integrals from a column t_k up to t_n: (undo, add) over k. The upper end's
-        fit reads the integrand at t_{n-1} and t_{n-2}; from t_{n-2} the value there is the
-        jump at the lower end (`add`: its weight k2 at k = n - 2), and from t_{n-1} there are
-        only two points, so that column keeps the trapezoid (`undo`: k0 at k = n - 1)."""
-        idx = jnp.arange(size)
-        return (jnp.where(idx == n - 1, self.top[0], 0.0),
-                jnp.where(idx == n - 2, self.top[2], 0.0))
+    def upper(self, jump: Array, x1: Array) -> Array:
+        """at[k] (X(t_k, t_k^-) - X(t_k, t_{k-1})) over k; `x1` the entries X(t_k, t_{k-1})."""
+        return self.at * (jump - x1)
 
-    def lower(self, jump: Array, hist, lagged: bool = False) -> Array:
-        """k0 X(t_k^+, t_k) + k1 X(t_{k+1}, t_k) + k2 X(t_{k+2}, t_k) over k; `hist` one
-        (..., L, L) buffer, or the pair of (*mat, L) arrays X(t_{k+1}, t_k), X(t_{k+2}, t_k).
-        `lagged`: X is known on the rows before n only (r_A), so the columns k + 2 = n go
-        without the fit."""
-        x1, x2 = hist if isinstance(hist, tuple) else (column_diagonal(hist, 1),
-                                                        column_diagonal(hist, 2))
-        k = self.lo_lagged if lagged else self.lo
-        return k[0] * jump + k[1] * x1 + k[2] * x2
+    def newest(self, n, size: int) -> Array:
+        """`top` at k = n - 1, zero elsewhere. The integral from the newest column t_{n-1} to
+        t_n is one interval with a jump at each end; it keeps the trapezoid (the caller
+        takes this share of the upper end's fit back out)."""
+        return jnp.where(jnp.arange(size) == n - 1, self.top, 0.0)
 
-    def upper(self, jump: Array, x1: Array, x2: Array) -> Array:
-        """k0 X(t_k, t_k^-) + k1 X(t_k, t_{k-1}) + k2 X(t_k, t_{k-2}) over k."""
-        return self.at[0] * jump + self.at[1] * x1 + self.at[2] * x2
+    def own(self, n, size: int) -> Array:
+        """`top` at k = n, zero elsewhere: the weight of the jump value R(t_n, t_n^-) itself in
+        int_0^{t_n} K(s) R(t_n, s) ds, whose stored diagonal is zero."""
+        return jnp.where(jnp.arange(size) == n, self.top, 0.0)
 
 
 def fit_row_weights(wts: RowWeights, n, rates: Array, folded: Array | None = None):
@@ -192,34 +178,29 @@ def fit_row_weights(wts: RowWeights, n, rates: Array, folded: Array | None = Non
     `FittedEnds` of the integrals that start or end at a diagonal t_k < t_n (rate at t_k).
 
     `rates` (L,): the decay rate of the responses' fall from their jumps at each stored time
-    (entries >= n are ignored); `folded` (3, L) or None: 1 where the fitted correction of
-    column k's first interval (row 0: R; row 2: r_A) or of row k's last interval (row 1: R)
-    was moved into the interval corrections of a decimated history (`fold_fits`), which then
-    replace the fit. Needs trapezoid
-    weights with jumps (Euler's left sums are returned unchanged, with None)."""
+    (entries >= n are ignored); `folded` (2, L) or None: 1 where the fitted correction of
+    column k's first interval (row 0) or of row k's last interval (row 1) was moved into the
+    interval corrections of a decimated history (`DMFT.fold_fits`), which then replace the
+    fit. Euler's weights (no jumps) are returned unchanged, with None."""
     if not wts.jumps:
         return wts, None
     size = wts.w.shape[0]
     idx = jnp.arange(size)
     rate = jnp.where(idx < n, rates, rates[jnp.maximum(n - 1, 0)])
     h = wts.h                                           # h[l] = t_{l+1} - t_l, zero for l >= n
-    after = jnp.concatenate([h[1:], jnp.zeros((1,), h.dtype)])
     before = jnp.concatenate([jnp.zeros((1,), h.dtype), h[:-1]])
-    before2 = jnp.concatenate([jnp.zeros((2,), h.dtype), h[:-2]])
-    # one call for both ends: column k's first interval (h_k, h_{k+1}) and row k's last one
-    # (h_{k-1}, h_{k-2}); the latter at k = n is the upper end of row n itself
-    fit = fitted_end(jnp.stack([h, before]), jnp.stack([after, before2]), rate)
-    u = tuple(k[1, n] for k in fit)                     # zero for n < 2 (no interval h_{n-2})
-    w = wts.w.at[n].add(u[0]).at[n - 1].add(u[1]).at[n - 2].add(u[2])
+    # one call for both ends: column k's first interval h_k, row k's last one h_{k-1}; the
+    # latter at k = n is the upper end of row n itself
+    fit = fitted_end(jnp.stack([h, before]), rate)
+    top = fit[1, n]                                     # zero for n = 0
+    w = wts.w.at[n].add(top).at[n - 1].add(-top)
     if folded is None:
-        folded = jnp.zeros((3, size), h.dtype)
-    lo = tuple(jnp.where((idx + 2 <= n) & (folded[0] == 0), k[0], 0.0) for k in fit)
-    lagged = tuple(jnp.where((idx + 3 <= n) & (folded[2] == 0), k[0], 0.0) for k in fit)
-    # row n's own end is the upper end of the row's integrals, fitted in `w` above
-    at = tuple(jnp.where((idx >= 2) & (idx < n) & (folded[1] == 0), k[1], 0.0) for k in fit)
-    fitted = RowWeights(w=w, upper=wts.upper + u[0], lower=wts.lower, upper_at=wts.upper_at,
+        folded = jnp.zeros((2, size), h.dtype)
+    lo = jnp.where((idx + 2 <= n) & (folded[0] == 0), fit[0], 0.0)
+    at = jnp.where((idx >= 1) & (idx < n) & (folded[1] == 0), fit[1], 0.0)
+    fitted = RowWeights(w=w, upper=wts.upper + top, lower=wts.lower, upper_at=wts.upper_at,
                         h=wts.h, jumps=True)
-    return fitted, FittedEnds(lo, at, lagged, u)
+    return fitted, FittedEnds(lo, at, top)
 
 
 def merged(s: dict, key: str) -> Merged | None:
@@ -290,16 +271,15 @@ def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, mass: 
     idx = jnp.arange(r_a.shape[0])
     before = idx < n
     upper = wts.upper
-    if ends is not None:
-        undo, add = ends.near_top(n, r_a.shape[0])
-        upper = upper - undo
+    if ends is not None:          # the newest column keeps the trapezoid (`FittedEnds.newest`)
+        upper = upper - ends.newest(n, r_a.shape[0])
     denom = 1.0 + upper * (-r_jump[n])
     ws_r = wts.w * sigma_r
     r_row = -sigma_r - ws_r @ r_a - wts.lower * sigma_r * r_jump
     if corrections is not None:
         r_row = r_row - corrections.first(sigma_r, response=True)
-    if ends is not None:          # r_A's rows are known up to n - 1
-        r_row = r_row - sigma_r * (ends.lower(r_jump, r_a, lagged=True) + add * r_jump)
+    if ends is not None:          # r_A(t_{k+1}, t_k) is known for k <= n - 2
+        r_row = r_row - sigma_r * ends.lower(r_jump, column_diagonal(r_a, 1))
     r_row = jnp.where(before, r_row / denom, 0.0)
     r_a = r_a.at[n].set(r_row)
     p_row = wts.w * r_row + jnp.where(idx == n, 1.0 + wts.upper * r_jump[n], 0.0)
