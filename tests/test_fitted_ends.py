@@ -89,6 +89,7 @@ def test_lazy_steps_longer_than_the_fall_keep_the_tolerance():
         assert abs(plain - ref) >= plain_off * abs(ref), (key, plain, ref)
 
 
+@pytest.mark.gpu  # heavy tier (four compilations, two of the general DMFT: CI time under load)
 def test_general_and_symmetric_fit_alike():
     """The fitted ends are one rule in the neuron algebra (m x m matrices, or D I + O (J - I)).
     On a symmetric initialization the two DMFTs differ on a trapezoid grid already without the
