@@ -185,7 +185,7 @@ _SERIES = 1e-3   # |z| below which phi_1, phi_2 use their Taylor series (error <
 
 
 def phi_scalar(k: int, z: Array) -> Array:
-    """phi_k(z) elementwise for k = 0, 1, 2, 3, accurate near z = 0 and with finite gradients."""
+    """phi_k(z) elementwise for k = 0, 1, 2, accurate near z = 0 and with finite gradients."""
     if k == 0:
         return jnp.exp(z)
     small = jnp.abs(z) < _SERIES
@@ -196,14 +196,8 @@ def phi_scalar(k: int, z: Array) -> Array:
     elif k == 2:
         exact = (jnp.expm1(zs) - zs) / zs**2
         series = 0.5 + z / 6.0 + z**2 / 24.0 + z**3 / 120.0
-    elif k == 3:
-        # below |z| = 1e-2 the cancellation in the exact form would cost ~6 digits
-        small = jnp.abs(z) < 1e-2
-        zs = jnp.where(small, jnp.ones_like(z), z)
-        exact = (jnp.expm1(zs) - zs - zs**2 / 2.0) / zs**3
-        series = 1.0 / 6.0 + z / 24.0 + z**2 / 120.0 + z**3 / 720.0
     else:
-        raise ValueError(f"phi_k is implemented for k = 0, 1, 2, 3, got {k}")
+        raise ValueError(f"phi_k is implemented for k = 0, 1, 2, got {k}")
     return jnp.where(small, series, exact)
 
 

@@ -20,7 +20,7 @@ from jaxtyping import Array
 
 from ._algebra import history_diagonal
 from ._covariance import AbstractKernel
-from ._stepper import RowWeights, phi_scalar
+from ._stepper import RowWeights
 
 
 def d2_times(kernel: AbstractKernel, q: Array, r: Array) -> Array:
@@ -112,8 +112,7 @@ def fitted_end(h: Array, rate: Array) -> Array:
     is the trapezoid as rate h -> 0. On a smooth integrand with slope s it errs by
     s h^2 (1/2 - g) on this one interval (O(h^2) per integral, as the trapezoid's own error
     over the whole range). A three-point rule also exact on linear functions needs negative
-    weights (-0.14 h at rate h = 30) and made mean-field Fig. 5 at m = 256 unstable near
-    interpolation (t = 2470); this one does not."""
+    weights (-0.14 h at rate h = 30) and was no more accurate on lazy Fig. 3."""
     z = rate * h
     small = jnp.abs(z) < 1e-3
     zs = jnp.where(small, 1.0, z)
