@@ -27,7 +27,7 @@ from ._covariance import AbstractKernel, Target
 from ._integrate import AbstractModel
 from ._results import diverged_rows
 from ._solution import Solution
-from ._stepper import AbstractStiff, Row, RowWeights, Trapezoid
+from ._stepper import TRAPEZOID_QUADRATURE, AbstractStiff, Row, RowWeights
 from ._volterra import (
     FittedEnds,
     add_diagonal,
@@ -60,7 +60,7 @@ class _Terms(NamedTuple):
     m_delta: Array   # the delta coefficient of M^R
     m_jump: Array    # M^R(t_n, t_n^-)
     ends: Any = None  # `FittedEnds` of row n (trapezoid weights), or None
-    r_sub: Any = None  # R(t_k, t_{k-1}) over k, read by the fitted ends
+    r_fit: Any = None  # fitted correction of R's columns (`fitted_r`), read by `weight_row`
 
 
 class Stiff(AbstractStiff):
@@ -141,6 +141,17 @@ def collective(alg: AbstractAlgebra, x: Array) -> Array:
     return alg.product(alg.outer(ones, ones), x)
 
 
+def fitted_r(alg: AbstractAlgebra, ends: FittedEnds, hist) -> tuple[Array, Array]:
+    """The fitted corrections of R's diagonal ends (`FittedEnds`), over k: of column k's first
+    interval (int_{t_k} K(s) R(s, t_k) ds) and of row k's last one (int^{t_k} K(s) R(t_k, s)
+    ds), each the collective part of R's fall from its jump I. Used by the rows and, at a
+    decimation, by `DMFT.fold_fits`: one rule for both."""
+    eye = alg.identity(ends.lo.dtype)[..., None]
+    r_1 = alg.history_diagonal(hist, 1)                    # R(t_k, t_{k-1})
+    return (collective(alg, ends.lower(eye, ahead(r_1, 1))),     # R(t_{k+1}, t_k)
+            collective(alg, ends.upper(eye, r_1)))
+
+
 def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels,
                  ends: FittedEnds | None = None):
     """The weight side of the DMFT on row n: the right sides of [C.8]-[C.10] without their nu
@@ -163,10 +174,9 @@ def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels,
     corr = merged(s, "R")
     if corr is not None:
         mem_r = mem_r - corr.second(k.noise, response=True, alg=alg)
-    r_sub = None
+    r_fit = None
     if ends is not None:     # R(t_k, s) falls from its jump as s -> t_k^-
-        r_sub = alg.history_diagonal(s["R"], 1)               # R(t_k, t_{k-1})
-        fit = collective(alg, ends.upper(alg.identity(c_n.dtype)[..., None], r_sub))
+        r_fit, fit = fitted_r(alg, ends, s["R"])
         mem_r = (mem_r - alg.pointwise(k.noise, alg.transpose(fit))
                  - ends.own(n, past.shape[0]) * k.noise / alg.m)
     f_c = jnp.where(past, drift + mem_c + mem_r, 0.0)
@@ -177,7 +187,7 @@ def weight_terms(alg: AbstractAlgebra, n, s, wts: RowWeights, k: Kernels,
     return s, _Terms(c_n=c_n, r_n=r_n, a_t=s["a"][..., n], v_t=v_t, force=k.force, nu=nu,
                      f_c=f_c, mem_r=jnp.where(past, mem_r, 0.0), f_v=f_v, d_a=k.d_a,
                      m_r=k.memory, wm_r=wm_r, m_c=k.noise, m_delta=k.delta,
-                     m_jump=k.memory_jump, ends=ends, r_sub=r_sub)
+                     m_jump=k.memory_jump, ends=ends, r_fit=r_fit)
 
 
 def weight_row(alg: AbstractAlgebra, n, s, wts: RowWeights, x: "_Terms") -> Row:
@@ -199,8 +209,7 @@ def weight_row(alg: AbstractAlgebra, n, s, wts: RowWeights, x: "_Terms") -> Row:
     if corr is not None:
         d_r = d_r - corr.first(x.m_r, response=True, alg=alg)
     if x.ends is not None:               # R(s, t_k) falls from its jump as s -> t_k^+
-        later = ahead(x.r_sub, 1)                            # R(t_{k+1}, t_k)
-        d_r = (d_r - alg.pointwise(x.m_r, collective(alg, x.ends.lower(eye[..., None], later)))
+        d_r = (d_r - alg.pointwise(x.m_r, x.r_fit)
                + x.ends.newest(n, idx.shape[0]) * alg.product(x.m_jump, x.r_n))
     d_r = jnp.where(past, d_r, 0.0)
     d_v = -x.nu[..., None] * x.v_t + x.f_v
@@ -357,14 +366,11 @@ class DMFT(AbstractModel):
         alg = self.algebra
         size = ts.shape[0]
         n = size - 1
-        wts = Trapezoid().quadrature.weights(ts, n)
+        wts = TRAPEZOID_QUADRATURE.weights(ts, n)
         folded = s["folded"]
         _, ends = fit_row_weights(wts, n, self.fast_rates(s), folded)
         idx = jnp.arange(size)
-        eye = alg.identity(self.dtype)[..., None]
-        r_1 = alg.history_diagonal(s["R"], 1)                  # R(t_k, t_{k-1})
-        lo = collective(alg, ends.lower(eye, ahead(r_1, 1)))   # columns k <= n - 2
-        at = collective(alg, ends.upper(eye, r_1))             # rows 1 ... n - 1
+        lo, at = fitted_r(alg, ends, s["R"])     # columns k <= n - 2, rows 1 ... n - 1
         lo_a = ends.lower(-s["sigma_jump"], column_diagonal(s["R_A"], 1))
         (d1, d2), (a1, a2) = s["R_int"], s["R_A_int"]
         d1 = jtu.tree_map(lambda b, x: add_diagonal(b, x, 0), d1, alg.history_split(lo))
