@@ -51,19 +51,21 @@ class Merged(NamedTuple):
         the diagonal end, K_k, instead of its mean (`jump_offsets`). `alg`: the DMFT's
         algebra (`dmft_jax._algebra`) for matrix-valued rows, None for scalar ones."""
         ops = _SCALAR if alg is None else alg
-        out = ops.contract(interval_mean(kernel), self.d1)
+        mean = interval_mean(kernel)
+        out = ops.contract(mean, self.d1)
         if not response:
             return out
-        return out + ops.pointwise(jump_offsets(kernel)[0], ops.history_diagonal(self.d1))
+        return out + ops.pointwise(jump_offsets(kernel, mean)[0], ops.history_diagonal(self.d1))
 
     def second(self, kernel: Array, response: bool, alg=None) -> Array:
         """sum_j Kbar_j d2[k, j]: the correction of int K(s) X(t_k, s) ds; for a response,
         K_k on the interval next to the diagonal (j = k - 1)."""
         ops = _SCALAR if alg is None else alg
-        out = ops.contract_t(interval_mean(kernel), self.d2)
+        mean = interval_mean(kernel)
+        out = ops.contract_t(mean, self.d2)
         if not response:
             return out
-        return out + ops.pointwise(jump_offsets(kernel)[1],
+        return out + ops.pointwise(jump_offsets(kernel, mean)[1],
                                    ops.transpose(ops.history_diagonal(self.d2, 1)))
 
 
@@ -217,9 +219,10 @@ def interval_mean(row: Array) -> Array:
     return 0.5 * (row + nxt)
 
 
-def jump_offsets(kernel: Array) -> tuple[Array, Array]:
+def jump_offsets(kernel: Array, mean: Array | None = None) -> tuple[Array, Array]:
     """(K_k - Kbar_k, K_k - Kbar_{k-1}): how the kernel at t_k differs from its mean over the
-    interval after t_k and over the one before (zero before t_0).
+    interval after t_k and over the one before (zero before t_0); `mean`: the kernel's
+    `interval_mean` when the caller has it already.
 
     A response falls from its jump within ~1/m of the diagonal (lazy initialization), so the
     part of a merged interval's correction that sits next to the diagonal, R(s, t_k) for s
@@ -228,7 +231,7 @@ def jump_offsets(kernel: Array) -> tuple[Array, Array]:
     error ~(K_k - K_{k+1}) H / 4 in every such column, which feeds the current row back into
     its own rate: lazy Fig. 3 at m = 256 (history 512, rtol 1e-3) blew up at its 8th
     decimation (t = 83, merged intervals up to 5.1 long) and reaches t = 256 with it."""
-    mean = interval_mean(kernel)
+    mean = interval_mean(kernel) if mean is None else mean
     before = jnp.concatenate([jnp.zeros_like(mean[..., :1]), mean[..., :-1]], axis=-1)
     return kernel - mean, kernel - before
 
