@@ -32,6 +32,7 @@ algebra          matrix                       neuron vector
 from __future__ import annotations
 
 import abc
+import math
 
 import equinox as eqx
 import jax
@@ -153,14 +154,14 @@ class AbstractAlgebra(eqx.Module):
         """sum_l x_il v_l... for a neuron vector with trailing axes: x (*mat), v (*vec, ...)."""
 
     @abc.abstractmethod
-    def phi(self, k: Array, h: Array, order: int, lyapunov: bool = False) -> Array | None:
+    def phi(self, k: Array, h: Array, order: int) -> Array:
         """The matrix phi_order(-h K) for K (*mat) (phi_0 = exp, phi_1(z) = (e^z - 1)/z,
-        phi_2(z) = (e^z - 1 - z)/z^2), applied by `matmul` / `matmul_vec`.
+        phi_2(z) = (e^z - 1 - z)/z^2), applied by `matmul` / `matmul_vec`."""
 
-        With `lyapunov`, the function of the operator y -> K y + y K instead (for commuting
-        representations, phi(-2 h K)); None where the algebra does not provide it (then the
-        caller treats that quantity without a stiff part).
-        """
+    @abc.abstractmethod
+    def phi_lyapunov(self, k: Array, h: Array, order: int, y: Array) -> Array:
+        """phi_order(-h L) y for the Lyapunov operator L y = K y + y K^T (the stiff part of the
+        equal-time correlation: d/dt C(t, t) = -(K C + C K^T) + ...), y (*mat)."""
 
     @abc.abstractmethod
     def dot_t(self, x: Array, y: Array) -> Array:
@@ -303,13 +304,14 @@ class Symmetric(AbstractAlgebra):
         # a neuron vector with all entries equal lies in the "par" channel
         return (x[0] + (self.m - 1.0) * x[1]) * v
 
-    def phi(self, k, h, order, lyapunov=False):
-        # Every matrix of the algebra commutes with K: y -> K y + y K is 2 K, and phi acts on
-        # the two channel eigenvalues.
+    def phi(self, k, h, order):
         from ._stepper import phi_scalar
-        scale = 2.0 * h if lyapunov else h
         lp, lq = self._channels(k)
-        return self._from_channels(phi_scalar(order, -scale * lp), phi_scalar(order, -scale * lq))
+        return self._from_channels(phi_scalar(order, -h * lp), phi_scalar(order, -h * lq))
+
+    def phi_lyapunov(self, k, h, order, y):
+        # Every matrix of the algebra is symmetric and commutes with K: L y = 2 K y.
+        return self.matmul(self.phi(k, 2.0 * h, order), y)
 
 
 class General(AbstractAlgebra):
@@ -397,19 +399,69 @@ class General(AbstractAlgebra):
     def dot_t(self, x, y):
         return jnp.einsum("ils,jls->ij", x, y) / self.m
 
-    def phi(self, k, h, order, lyapunov=False):
+    def phi(self, k, h, order):
         # phi_1, phi_2 from one exponential of a block matrix (Higham): exp of
         # [[A, I, 0], [0, 0, I], [0, 0, 0]] is [[e^A, phi_1(A), phi_2(A)], ...], A = -h K.
         # (An eigendecomposition would be cheaper but its derivative is wrong where
         # eigenvalues are degenerate, e.g. under symmetric initial conditions.)
-        if lyapunov:
-            return None
         m = self.m
         eye, zero = jnp.eye(m, dtype=k.dtype), jnp.zeros((m, m), k.dtype)
         big = jnp.block([[-h * k, eye, zero], [zero, zero, eye], [zero, zero, zero]])
         e = jax.scipy.linalg.expm(big)
         return e[:m, order * m:(order + 1) * m]
 
+    def phi_lyapunov(self, k, h, order, y):
+        return lyapunov_phi(-h * k, y, order)
+
+
+# Scaling and squaring for phi_k of the Lyapunov operator L y = A y + y A^T without forming
+# its m^2 x m^2 matrix: phi_k(L / 2^s) y by Taylor series (operator norm <= 1/4), then s
+# doublings, e^{2B} = e^B e^B, phi_1(2B) = (e^B + 1) phi_1(B) / 2,
+# phi_2(2B) = (e^B phi_2(B) + phi_2(B) + phi_1(B)) / 4, with e^B y = E y E^T, E = e^{A / 2^s}.
+# Only decaying exponentials appear (A = -h K), so nothing cancels at large h K; the number
+# of doublings is traced (at most _LEVELS, the rest masked) and held out of the derivative,
+# which is then that of the same arithmetic: also right where eigenvalues of K coincide
+# (where an eigendecomposition's derivative is not).
+_LEVELS = 24        # 2^24 / 8: |h K| up to ~2e6
+_TAYLOR = 12        # (1/4)^12 / 12! ~ 1e-15
+
+
+def _sandwich(e: Array, y: Array) -> Array:
+    return jnp.einsum("il,lj...,kj->ik...", e, y, e)
+
+
+def lyapunov_phi(a: Array, y: Array, order: int) -> Array:
+    """phi_order(L) y for L y = a y + y a^T (a (m, m), y (m, m, ...)); phi_0 = exp,
+    phi_1(z) = (e^z - 1)/z, phi_2(z) = (e^z - 1 - z)/z^2."""
+    if order == 0:
+        return _sandwich(jax.scipy.linalg.expm(a), y)
+    if order not in (1, 2):
+        raise ValueError(f"phi_k is implemented for k = 0, 1, 2, got {order}")
+    norm = 2.0 * jnp.max(jnp.sum(jnp.abs(a), axis=1))          # >= the norm of L
+    s = jax.lax.stop_gradient(jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(norm, 1e-300) / 0.25)),
+                                       0, _LEVELS))
+    b = a * 2.0 ** (-s)
+
+    def op(x):
+        return jnp.einsum("il,lj...->ij...", b, x) + jnp.einsum("jl,il...->ij...", b, x)
+
+    def series(k):
+        # sum_j B^j y / (j + k)!, by Horner
+        u = y / math.factorial(_TAYLOR + k)
+        for j in range(_TAYLOR - 1, -1, -1):
+            u = op(u) + y / math.factorial(j + k)
+        return u
+
+    u1, u2 = series(1), (series(2) if order == 2 else None)
+    e = jax.scipy.linalg.expm(b)
+    for level in range(_LEVELS):
+        on = level < s
+        eu1 = _sandwich(e, u1)
+        if order == 2:
+            u2 = jnp.where(on, 0.25 * (_sandwich(e, u2) + u2 + u1), u2)
+        u1 = jnp.where(on, 0.5 * (eu1 + u1), u1)
+        e = jnp.where(on, e @ e, e)
+    return u1 if order == 1 else u2
 
 def history_diagonal(h: Array, offset: int = 0) -> Array:
     """h[..., k, k - offset] over the last two axes, zero where k - offset < 0."""

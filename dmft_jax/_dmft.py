@@ -81,27 +81,26 @@ class Stiff(AbstractStiff):
         out = {}
         for key, y in tree.items():
             kind = self._KINDS.get(key)
-            mat = (None if kind is None else
-                   self.algebra.phi(self.K, h, k, lyapunov=(kind == "lyapunov")))
-            if mat is None:
+            if kind is None:
                 out[key] = (1.0 if k < 2 else 0.5) * y
+            elif kind == "lyapunov":
+                out[key] = self.algebra.phi_lyapunov(self.K, h, k, y)
             elif kind == "vector":
-                out[key] = self.algebra.matmul_vec(mat, y)
+                out[key] = self.algebra.matmul_vec(self.algebra.phi(self.K, h, k), y)
             else:
-                out[key] = self.algebra.matmul(mat, y)
+                out[key] = self.algebra.matmul(self.algebra.phi(self.K, h, k), y)
         return out
 
     def times(self, tree):
         out = {}
-        lyapunov = self.algebra.phi(self.K, jnp.ones((), self.K.dtype), 0, True) is not None
         for key, y in tree.items():
             kind = self._KINDS.get(key)
             if kind == "row":
                 out[key] = self.algebra.matmul(self.K, y)
             elif kind == "vector":
                 out[key] = self.algebra.matmul_vec(self.K, y)
-            elif kind == "lyapunov" and lyapunov:
-                ky = self.algebra.matmul(self.K, y)
+            elif kind == "lyapunov":
+                ky = self.algebra.matmul(self.K, y)      # y = C(t, t) is symmetric
                 out[key] = ky + self.algebra.transpose(ky)
             else:
                 out[key] = jnp.zeros_like(y)
