@@ -23,7 +23,7 @@ Each solve runs in its own process (peak memory from the operating system); the 
 series are cached as .npz in --cache (default: a folder under the system's temp dir), so that a
 rerun only solves what is missing.
 
-Usage: python benchmarks/richardson_lazy.py [--adaptive 1e-3:2048 1e-4:8192] [--cache DIR]
+Usage: python benchmarks/richardson_lazy.py [--adaptive 1e-3:2048 1e-3:512:fit ...] [--cache DIR]
 Writes the section `richardson` of benchmarks/results/integrator.md.
 """
 
@@ -50,26 +50,27 @@ NAMES = ("e_ts", "a", "e_tr")
 WINDOWS = (0.5, 1, 2, 4, 8, 16, 32, 64)
 
 
-def _model():
+def _model(fit_ends: bool = False):
     import dmft_jax as dj
-    return dj.symmetric_dmft(H, dj.target("same", H), tau=0.3, alpha=0.3, m=M, gamma0=1.0)
+    return dj.symmetric_dmft(H, dj.target("same", H), tau=0.3, alpha=0.3, m=M, gamma0=1.0,
+                             fit_ends=fit_ends)
 
 
 def child(spec: str, path: str) -> dict:
     """Solve one configuration in this process and save its one-time series to `path`:
-    `euler:N` or `adaptive:rtol:history`."""
+    `euler:N` or `adaptive:rtol:history[:fit]` (`fit`: `fit_ends=True`)."""
     import jax
     jax.config.update("jax_enable_x64", True)
     import dmft_jax as dj
     parts = spec.split(":")
-    model = _model()
+    model = _model(fit_ends=parts[-1] == "fit")
     t0 = time.perf_counter()
     if parts[0] == "euler":
         n = int(parts[1])
         sol = dj.solve(model, dj.TimeGrid(T_MAX / n, n))
         stats = dict(steps=n)
     else:
-        rtol, history = float(parts[1]), int(parts[2])
+        rtol, history = float(parts[1]), int(parts[2])            # parts[3]: "fit"
         ctrl = dj.Adaptive(T_MAX, rtol=rtol, atol=rtol * 1e-2, history=history,
                            max_steps=8 * history, max_decimation_error=np.inf)
         sol = dj.solve(model, ctrl, progress=True)
@@ -159,8 +160,9 @@ def compare(series: dict, t_ref: np.ndarray, ref: dict, rtol: float) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--adaptive", nargs="+", default=["1e-3:2048", "1e-4:8192"],
-                   help="rtol:history of each adaptive solve")
+    p.add_argument("--adaptive", nargs="+", default=["1e-3:512", "1e-3:512:fit", "1e-4:1024:fit"],
+                   help="rtol:history[:fit] of each adaptive solve (fit: fitted diagonal "
+                        "ends, `fit_ends=True`)")
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(),
                                                    "dmft_jax_richardson_lazy"))
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -189,10 +191,11 @@ def main(argv=None):
     for k in NAMES:
         lines.append(f"| ref | {k} | " + " | ".join(f"{u:.1e}" for u in unc[k]) + " |")
     for spec in args.adaptive:
-        rtol, history = spec.split(":")
-        info = run(f"adaptive:{rtol}:{history}", args.cache)
+        rtol, history, *fit = spec.split(":")
+        info = run(f"adaptive:{spec}", args.cache)
         err = compare(info["series"], t_ref, ref, float(rtol))
-        label = (f"rtol {float(rtol):g}, history {history}: {info['accepted']} steps, "
+        label = (f"rtol {float(rtol):g}, history {history}{', fitted ends' if fit else ''}: "
+                 f"{info['accepted']} steps, "
                  f"{info['rejected']} rejected, {info['decimations']} decimations "
                  f"(error {info.get('decimation_error', 0.0):.2g}), "
                  f"{info['seconds']:.0f} s, {info['peak_gb']:.1f} GB")
