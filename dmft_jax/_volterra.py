@@ -237,7 +237,8 @@ def jump_offsets(kernel: Array, mean: Array | None = None) -> tuple[Array, Array
 
 
 def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, mass: Array,
-                  s_c: Array, r_jump: Array, n, wts: RowWeights, corrections=None, ends=None):
+                  s_c: Array, r_jump: Array, n, wts: RowWeights, corrections=None, ends=None,
+                  cutoff=None):
     """Row n of R_A and C_A from [C.19] on the quadrature weights `wts`.
 
     R_A = delta + r_A: the buffer `r_a` holds the regular part (lower triangular, zero
@@ -251,7 +252,8 @@ def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, mass: 
 
     (`corrections`: the interval corrections of r_A (`merged`), which add their share to the
     integral over r_A after a history decimation; `ends`: the `FittedEnds` of row n, whose
-    lower ends fit the interval after each column's jump, or None).
+    lower ends fit the interval after each column's jump, or None; `cutoff`: None or the lag
+    beyond which r_A(t_n, s) is set to zero, see `dmft_jax._dmft.DMFT`).
 
     C_A as the quadratic form C_A = -R_A Sigma_C R_A^T of [D.6]:
 
@@ -282,6 +284,8 @@ def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, mass: 
         r_row = r_row - corrections.first(sigma_r, response=True)
     if ends is not None:          # r_A(t_{k+1}, t_k) is known for k <= n - 2
         r_row = r_row - sigma_r * ends.lower(r_jump, column_diagonal(r_a, 1))
+    if cutoff is not None:       # t_n - t_k = sum of the interval lengths from t_k on
+        before = before & (jnp.cumsum(wts.h[::-1])[::-1] <= cutoff)
     r_row = jnp.where(before, r_row / denom, 0.0)
     r_a = r_a.at[n].set(r_row)
     p_row = wts.w * r_row + jnp.where(idx == n, 1.0 + wts.upper * r_jump[n], 0.0)
