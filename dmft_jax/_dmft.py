@@ -267,9 +267,10 @@ class DMFT(AbstractModel):
       history the old columns hold the quadrature's error (~6e-6), which rho = 1 +
       int r_A(t, s) ds and e_tr then integrate over the whole past; each decimation moves it
       and the kicks grew until the solve broke (t = 1177 at history 256, rtol 1e-3). With
-      T = 30 the same solve runs to t = 1e4 (benchmarks/README.md, "Where long decimated
-      solves break"). Choose T well above the relaxation time of the residuals: near the
-      interpolation threshold they relax slowly and a cutoff would cut the physics.
+      T = 30 the same solve runs to t = 1e4, but its train error rises after t ~ 1000 (the
+      cutoff's bias; benchmarks/README.md, "Where long decimated solves break"). Choose T
+      well above the relaxation time of the residuals: near the interpolation threshold
+      they relax slowly and a cutoff would cut the physics.
 
     Construct with `symmetric_dmft` / `general_dmft`, which validate their input.
 
