@@ -463,6 +463,7 @@ def lyapunov_phi(a: Array, y: Array, order: int) -> Array:
         e = jnp.where(on, e @ e, e)
     return u1 if order == 1 else u2
 
+
 def history_diagonal(h: Array, offset: int = 0) -> Array:
     """h[..., k, k - offset] over the last two axes, zero where k - offset < 0."""
     d = jnp.diagonal(h, offset=-offset, axis1=-2, axis2=-1)
