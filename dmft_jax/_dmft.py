@@ -79,16 +79,21 @@ class Stiff(AbstractStiff):
 
     def phi(self, k, h, tree):
         out = {}
+        kinds = {key: self._KINDS.get(key) for key in tree}
+        # one phi_k(-h K) for the rows and v (an expm of a 3m x 3m block matrix in the
+        # general algebra)
+        mat = (self.algebra.phi(self.K, h, k)
+               if {"row", "vector"} & set(kinds.values()) else None)
         for key, y in tree.items():
-            kind = self._KINDS.get(key)
+            kind = kinds[key]
             if kind is None:
                 out[key] = (1.0 if k < 2 else 0.5) * y
             elif kind == "lyapunov":
                 out[key] = self.algebra.phi_lyapunov(self.K, h, k, y)
             elif kind == "vector":
-                out[key] = self.algebra.matmul_vec(self.algebra.phi(self.K, h, k), y)
+                out[key] = self.algebra.matmul_vec(mat, y)
             else:
-                out[key] = self.algebra.matmul(self.algebra.phi(self.K, h, k), y)
+                out[key] = self.algebra.matmul(mat, y)
         return out
 
     def times(self, tree):
