@@ -29,6 +29,7 @@ from ._results import diverged_rows
 from ._solution import Solution
 from ._stepper import TRAPEZOID_QUADRATURE, AbstractStiff, Row, RowWeights
 from ._volterra import (
+    RESPONSE_BUFFERS,
     FittedEnds,
     add_diagonal,
     ahead,
@@ -334,6 +335,7 @@ class DMFT(AbstractModel):
             C_A=jnp.zeros((size, size), dtype),
             P_A=jnp.zeros((size, size), dtype),
             S_C=jnp.zeros((size, size), dtype),
+            S_R=jnp.zeros((size, size), dtype),
             nu=jnp.zeros((*vec, size), dtype),
             rho=jnp.zeros((size,), dtype),
             sigma_jump=jnp.zeros((size,), dtype),
@@ -344,8 +346,8 @@ class DMFT(AbstractModel):
         return state
 
     def time_axes(self):
-        axes = dict(a=1, v=1, C=2, R=2, R_A=2, C_A=2, P_A=2, S_C=2, nu=1, rho=1, sigma_jump=1,
-                    ca_error=1)
+        axes = dict(a=1, v=1, C=2, R=2, R_A=2, C_A=2, P_A=2, S_C=2, S_R=2, nu=1, rho=1,
+                    sigma_jump=1, ca_error=1)
         return dict(axes, folded=1) if self.fit_ends else axes
 
     def advancing(self):
@@ -355,7 +357,7 @@ class DMFT(AbstractModel):
         # The responses fall from their jumps within ~1/m (lazy) of the diagonal; C has only a
         # kink there (linear interpolation of its rows missed it by 0.04-0.13 times the
         # tolerance at lazy m = 64 ... 256, where R and R_A were missed by 200-640 times).
-        return {"R_int": "R", "R_A_int": "R_A"}
+        return {"R_int": "R", "S_R_int": "S_R"}
 
     def masses(self):
         return frozenset({"P_A"})
@@ -375,8 +377,8 @@ class DMFT(AbstractModel):
     def fold_fits(self, s, ts):
         """The state of a full history (rows up to n = L - 1) with the fitted corrections of
         the diagonal ends (`dmft_jax._volterra.FittedEnds`) added to the interval
-        corrections: column k's first interval of R into d1[k, k] (and of r_A, whose rows are
-        known up to n - 1), row k's last interval of R into d2[k, k - 1]; `folded` marks
+        corrections: column k's first interval of R into d1[k, k] (and of Sigma_R, whose rows
+        are known up to n - 1), row k's last interval of R into d2[k, k - 1]; `folded` marks
         them. The interval corrections weigh those entries by the kernel at the diagonal end,
         as the fit does, so a row integrates the same before and after; the fit is not
         recomputed on the decimated grid, whose points are further apart."""
@@ -388,19 +390,19 @@ class DMFT(AbstractModel):
         _, ends = fit_row_weights(wts, n, self.fast_rates(s), folded)
         idx = jnp.arange(size)
         lo, at = fitted_r(alg, ends, s["R"])     # columns k <= n - 2, rows 1 ... n - 1
-        lo_a = ends.lower(-s["sigma_jump"], column_diagonal(s["R_A"], 1))
-        (d1, d2), (a1, a2) = s["R_int"], s["R_A_int"]
+        lo_s = ends.lower(s["sigma_jump"], column_diagonal(s["S_R"], 1))
+        (d1, d2), (s1, s2) = s["R_int"], s["S_R_int"]
         d1 = jtu.tree_map(lambda b, x: add_diagonal(b, x, 0), d1, alg.history_split(lo))
         d2 = jtu.tree_map(lambda b, x: add_diagonal(b, x, 1), d2, alg.history_split(at))
-        a1 = add_diagonal(a1, lo_a, 0)
+        s1 = add_diagonal(s1, lo_s, 0)
         done = jnp.stack([idx + 2 <= n, (idx >= 1) & (idx < n)]).astype(folded.dtype)
-        return dict(s, R_int=(d1, d2), R_A_int=(a1, a2), folded=jnp.maximum(folded, done))
+        return dict(s, R_int=(d1, d2), S_R_int=(s1, s2), folded=jnp.maximum(folded, done))
 
     def interval_jumps(self, s):
         size = s["rho"].shape[-1]
         eye = self.algebra.identity(self.dtype)
         return {"R": self.algebra.history_split(eye[..., None] * jnp.ones((size,), self.dtype)),
-                "R_A": -s["sigma_jump"]}
+                "S_R": s["sigma_jump"]}
 
     # -------------------------------------------------------------- one row
     def _phihat_over_time(self, v: Array) -> Array:
@@ -447,9 +449,9 @@ class DMFT(AbstractModel):
         aa_t = alg.outer(a_t, a_t)
         sigma_jump = s["sigma_jump"].at[n].set(alg.mean_all(aa_t * h.d1(c_tt) * eye))
         r_jump = jnp.where(past, -sigma_jump, 0.0)
-        (r_a, c_a, mass, s_c), r_row, c_row = response_rows(
-            sigma_r, sigma_c, s["R_A"], s["C_A"], s["P_A"], s["S_C"], r_jump, n, wts,
-            merged(s, "R_A"), ends, self.residual_cutoff)
+        bufs, r_row, c_row = response_rows(
+            sigma_r, sigma_c, {key: s[key] for key in RESPONSE_BUFFERS}, r_jump, n, wts,
+            merged(s, "S_R"), ends, self.residual_cutoff)
         rho = 1.0 + jnp.dot(wts.w, r_row) + wts.upper * r_jump[n]
 
         # 4. Memory kernels on row n [C.18]: point values (zero at s = t_n, where the stored
@@ -465,7 +467,7 @@ class DMFT(AbstractModel):
             force=self.alpha * rho * a_t[..., None] * self.target.grad_phihat(v_t),
             d_a=self._da(n, s, c_n, r_n, r_row, c_row, rho, r_jump[n], wts))
         ca_error = diagonal_error(sigma_r, sigma_c, r_row, c_row, r_jump, n, wts)
-        s = dict(s, R_A=r_a, C_A=c_a, P_A=mass, S_C=s_c, rho=s["rho"].at[n].set(rho),
+        s = dict(s, **bufs, rho=s["rho"].at[n].set(rho),
                  sigma_jump=sigma_jump,
                  ca_error=s["ca_error"].at[n].set(ca_error))
         return s, kernels

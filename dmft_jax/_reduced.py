@@ -43,6 +43,7 @@ from ._integrate import AbstractModel
 from ._results import diverged_rows
 from ._stepper import GroupStiff, Row, RowWeights
 from ._volterra import (
+    RESPONSE_BUFFERS,
     d2_times,
     diagonal_error,
     jump_column,
@@ -97,14 +98,14 @@ class _Volterra(AbstractModel):
 
     def interval_corrections(self):
         # The responses only: the symmetric functions have a kink at the diagonal, no fall.
-        keys = self._RESPONSES + (("R_A",) if "R_A" in self.time_axes() else ())
+        keys = self._RESPONSES + (("S_R",) if "S_R" in self.time_axes() else ())
         return {key + "_int": key for key in keys}
 
     def interval_jumps(self, s):
         size = s["nu"].shape[-1]
         out = {key: jnp.full((size,), self._JUMPS[key], s[key].dtype) for key in self._RESPONSES}
-        if "R_A" in s:
-            out["R_A"] = -s["sigma_jump"]
+        if "S_R" in s:
+            out["S_R"] = s["sigma_jump"]
         return out
 
     def masses(self):
@@ -353,11 +354,12 @@ class Lz2(_Volterra):
     def init(self, size: int):
         dtype = jnp.result_type(float, self.tau, self.alpha, self.gamma0)
         z, z1 = jnp.zeros((size, size), dtype), jnp.zeros((size,), dtype)
-        return dict(C=z.at[0, 0].set(1.0), R=z, R_A=z, C_A=z, P_A=z, S_C=z, nu=z1,
-                    sigma_jump=z1, ca_error=z1)
+        return dict(C=z.at[0, 0].set(1.0), R=z, R_A=z, C_A=z, P_A=z, S_C=z, S_R=z,
+                    nu=z1, sigma_jump=z1, ca_error=z1)
 
     def time_axes(self):
-        return dict(C=2, R=2, R_A=2, C_A=2, P_A=2, S_C=2, nu=1, sigma_jump=1, ca_error=1)
+        return dict(C=2, R=2, R_A=2, C_A=2, P_A=2, S_C=2, S_R=2, nu=1, sigma_jump=1,
+                    ca_error=1)
 
     def row(self, n, s, wts: RowWeights):
         ht, g2 = Linearless(self.h), self.gamma0**2
@@ -370,9 +372,9 @@ class Lz2(_Volterra):
         sigma_c = jnp.where(past, self.tau**2 + g2 * ht(c_n), 0.0)
         sigma_jump = s["sigma_jump"].at[n].set(g2 * ht.d1(one))
         r_jump = jnp.where(past, -sigma_jump, 0.0)
-        (r_a, c_a, mass, s_c), r_row, c_row = response_rows(
-            sigma_r, sigma_c, s["R_A"], s["C_A"], s["P_A"], s["S_C"], r_jump, n, wts,
-            merged(s, "R_A"))
+        bufs, r_row, c_row = response_rows(
+            sigma_r, sigma_c, {key: s[key] for key in RESPONSE_BUFFERS}, r_jump, n, wts,
+            merged(s, "S_R"))
         ca_error = s["ca_error"].at[n].set(
             diagonal_error(sigma_r, sigma_c, r_row, c_row, r_jump, n, wts))
         w = self.alpha * g2
@@ -387,7 +389,7 @@ class Lz2(_Volterra):
         fronts, after = self._jumped(n, s, wts, self._JUMPS)
         d_r = (-(nu + m_delta) * fronts["R"]
                - response_integral(wts, m_r, m_jump, s["R"], r_n, n, d=merged(s, "R")))
-        s = dict(s, R_A=r_a, C_A=c_a, P_A=mass, S_C=s_c, nu=s["nu"].at[n].set(nu),
+        s = dict(s, **bufs, nu=s["nu"].at[n].set(nu),
                  sigma_jump=sigma_jump,
                  ca_error=ca_error)
         front = dict(C=c_front, C_eq=c_tt, R=fronts["R"])
@@ -600,11 +602,11 @@ class H2(_Volterra):
         dtype = jnp.result_type(float, self.tau, self.alpha_bar, self.a)
         z, z1 = jnp.zeros((size, size), dtype), jnp.zeros((size,), dtype)
         return dict(C_d=z.at[0, 0].set(1.0), C_o=z, R_d=z, R_o=z, R_A=z, C_A=z, P_A=z, S_C=z,
-                    nu=z1, sigma_jump=z1, ca_error=z1)
+                    S_R=z, nu=z1, sigma_jump=z1, ca_error=z1)
 
     def time_axes(self):
-        return dict(C_d=2, C_o=2, R_d=2, R_o=2, R_A=2, C_A=2, P_A=2, S_C=2, nu=1, sigma_jump=1,
-                    ca_error=1)
+        return dict(C_d=2, C_o=2, R_d=2, R_o=2, R_A=2, C_A=2, P_A=2, S_C=2, S_R=2, nu=1,
+                    sigma_jump=1, ca_error=1)
 
     def row(self, n, s, wts: RowWeights):
         h, a2 = self.h, self.a**2
@@ -617,9 +619,9 @@ class H2(_Volterra):
         sigma_c = jnp.where(past, self.tau**2 + a2 * h(co), 0.0)
         sigma_jump = s["sigma_jump"].at[n].set(a2 * h.d1(one))
         r_jump = jnp.where(past, -sigma_jump, 0.0)
-        (r_a, c_a, mass, s_c), r_row, c_row = response_rows(
-            sigma_r, sigma_c, s["R_A"], s["C_A"], s["P_A"], s["S_C"], r_jump, n, wts,
-            merged(s, "R_A"))
+        bufs, r_row, c_row = response_rows(
+            sigma_r, sigma_c, {key: s[key] for key in RESPONSE_BUFFERS}, r_jump, n, wts,
+            merged(s, "S_R"))
         ca_error = s["ca_error"].at[n].set(
             diagonal_error(sigma_r, sigma_c, r_row, c_row, r_jump, n, wts))
         w = self.alpha_bar * a2
@@ -647,7 +649,7 @@ class H2(_Volterra):
                   - response_integral(wts, mr_d, jump_d, Ro, ro, n, jump=0.0, d=d_ro)
                   - response_integral(wts, mr_o, jump_o, Rd, rd, n, d=d_rd)
                   - response_integral(wts, mr_o, jump_o, Ro, ro, n, jump=0.0, d=d_ro))
-        s = dict(s, R_A=r_a, C_A=c_a, P_A=mass, S_C=s_c, nu=s["nu"].at[n].set(nu),
+        s = dict(s, **bufs, nu=s["nu"].at[n].set(nu),
                  sigma_jump=sigma_jump,
                  ca_error=ca_error)
         front = dict(C_d=d_front, C_d_eq=d_tt, C_o=o_front, C_o_eq=o_tt, R_d=fd, R_o=fo)

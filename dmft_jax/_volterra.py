@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 from jaxtyping import Array
 
 from ._algebra import history_diagonal
@@ -236,64 +238,105 @@ def jump_offsets(kernel: Array, mean: Array | None = None) -> tuple[Array, Array
     return kernel - mean, kernel - before
 
 
-def response_rows(sigma_r: Array, sigma_c: Array, r_a: Array, c_a: Array, mass: Array,
-                  s_c: Array, r_jump: Array, n, wts: RowWeights, corrections=None, ends=None,
-                  cutoff=None):
+RESPONSE_BUFFERS = ("R_A", "C_A", "P_A", "S_C", "S_R")
+
+
+def response_rows(sigma_r: Array, sigma_c: Array, bufs: dict, r_jump: Array, n,
+                  wts: RowWeights, corrections=None, ends=None, cutoff=None):
     """Row n of R_A and C_A from [C.19] on the quadrature weights `wts`.
 
-    R_A = delta + r_A: the buffer `r_a` holds the regular part (lower triangular, zero
-    diagonal); `sigma_r`, `sigma_c`: rows n of Sigma_R, Sigma_C (point values, zero beyond n;
-    sigma_r[n] = 0 because the stored R(t, t) = 0); `r_jump[k]` = r_A(t_k^+, t_k) =
-    -Sigma_R(t_k, t_k^-) for k <= n. R_A by the causal recursion of spec section 6 generalized
-    to the weights, with D = 1 + upper Sigma_R(t_n, t_n^-) (the implicit upper-end term):
+    `bufs`: the history buffers `RESPONSE_BUFFERS` of the state: `R_A` the regular part r_A of
+    R_A = delta + r_A (lower triangular, zero diagonal), `C_A`, `P_A` the quadrature masses of
+    R_A's rows, `S_C` and `S_R` the stored Sigma_C (symmetric) and Sigma_R (lower triangular,
+    zero diagonal); `sigma_r`, `sigma_c`: rows n of Sigma_R, Sigma_C (point values, zero
+    beyond n; sigma_r[n] = 0 because the stored R(t, t) = 0); `r_jump[k]` = r_A(t_k^+, t_k) =
+    -Sigma_R(t_k^+, t_k) for k <= n. `corrections`: the interval corrections of Sigma_R
+    (`merged(s, "S_R")`) after a history decimation; `ends`: the `FittedEnds` of row n or
+    None; `cutoff`: None or the lag beyond which r_A(t_n, s) is set to zero
+    (`dmft_jax._dmft.DMFT`).
 
-        r_A[n, k] D = -Sigma_R[n, k] - sum_l w_l Sigma_R[n, l] r_A[l, k]
-                      - lower_k Sigma_R[n, k] r_A(t_k^+, t_k)                        (k < n)
+    **R_A by the left form** R_A (1 + Sigma_R) = 1 of [C.19] (the same inverse as the right
+    form (1 + Sigma_R) R_A = 1 of spec section 6; on Euler's weights the same numbers):
 
-    (`corrections`: the interval corrections of r_A (`merged`), which add their share to the
-    integral over r_A after a history decimation; `ends`: the `FittedEnds` of row n, whose
-    lower ends fit the interval after each column's jump, or None; `cutoff`: None or the lag
-    beyond which r_A(t_n, s) is set to zero, see `dmft_jax._dmft.DMFT`).
+        r_A(t, s) = -Sigma_R(t, s) - int_s^t r_A(t, u) Sigma_R(u, s) du,
 
-    C_A as the quadratic form C_A = -R_A Sigma_C R_A^T of [D.6]:
+    on the weights a triangular system for the row x = r_A(t_n, .), solved from s = t_n down:
+
+        x_k D_k + sum_{k < l < n} w_l Sigma_R[l, k] x_l = -Sigma_R[n, k] (1 + upper r_jump[n]),
+        D_k = 1 + lower_k Sigma_R(t_k^+, t_k)                                          (k < n)
+
+    (plus the fitted lower end and the interval corrections of Sigma_R's column k). Why the
+    left form: r_A(t, s) decays in t - s, but both forms compute it as -Sigma_R(t, s) (~0.7
+    under lazy initialization, where Sigma_R keeps the weight of the directions the data do
+    not see) minus an integral that cancels it. In the right form that integral runs over
+    column s of r_A, which falls within ~1/m and then on the t = O(1) scale right after s,
+    where the history of an old column is coarse; in the left form it runs over row t_n of
+    r_A next to t_n, where the history is finest, against the smooth Sigma_R(u, s). Measured
+    (lazy Fig. 3, m = 1024, rtol 1e-3, fit_ends, no decimation): e_tr(30) = 4.74e-8 (left),
+    1.18e-7 (right), against 4.33e-8 / 4.41e-8 at rtol 1e-4 and 5.6e-8 in the m -> infinity
+    lz2 theory; on a history of 256 times the right form's errors in old columns grew with
+    every decimation until the solve broke (t = 1177), the left one runs to t = 1e4.
+
+    **C_A as the quadratic form** C_A = -R_A Sigma_C R_A^T of [D.6]:
 
         C_A[n, k] = -sum_{l, l'} rho_n[l] Sigma_C[l, l'] rho_k[l'],
 
-    rho_k the quadrature masses of R_A(t_k, .) (`mass`, row k: w_l r_A[k, l] for l < k, and the
-    delta with its jump, 1 + upper r_A(t_k, t_k^-), at l = k) and `s_c` the stored Sigma_C.
-    Under Euler weights this is the row recursion of spec section 6 step 3 exactly ([D.5,
-    D.6]); on any weights it keeps e_tr = -C_A(t, t)/2 = rho_n Sigma_C rho_n / 2 >= 0 (Sigma_C
-    is a covariance) with an error of first order in sqrt(e_tr), where the recursion computes
-    it as a small difference of O(1) integrals whose quadrature errors cancel only on an even
-    grid. Measured (lazy Fig. 3, m = 64, trapezoid h = 0.05, one step of 0.9 h at t = 10):
-    e_tr at the next time 2.16e-4 by the recursion, 1.656e-4 by the quadratic form, against
-    1.63e-4 on the even grid.
+    rho_k the quadrature masses of R_A(t_k, .) (`P_A`, row k: w_l r_A[k, l] for l < k, and the
+    delta with its jump, 1 + upper r_A(t_k, t_k^-), at l = k). Under Euler weights this is the
+    row recursion of spec section 6 step 3 exactly ([D.5, D.6]); on any weights it keeps
+    e_tr = -C_A(t, t)/2 = rho_n Sigma_C rho_n / 2 >= 0 (Sigma_C is a covariance) with an error
+    of first order in sqrt(e_tr), where the recursion computes it as a small difference of O(1)
+    integrals whose quadrature errors cancel only on an even grid. Measured (lazy Fig. 3,
+    m = 64, trapezoid h = 0.05, one step of 0.9 h at t = 10): e_tr at the next time 2.16e-4 by
+    the recursion, 1.656e-4 by the quadratic form, against 1.63e-4 on the even grid.
 
-    Returns the buffers (r_a, c_a, mass, s_c) with row n (and column n of the symmetric
-    c_a, s_c) written, and the rows of r_A and C_A.
+    Returns the buffers with row n (and column n of the symmetric C_A, S_C) written, and the
+    rows of r_A and C_A.
     """
-    idx = jnp.arange(r_a.shape[0])
-    before = idx < n
+    size = sigma_r.shape[-1]
+    idx = jnp.arange(size)
+    keep = idx < n
     upper = wts.upper
     if ends is not None:          # the newest column keeps the trapezoid (`FittedEnds.newest`)
-        upper = upper - ends.newest(n, r_a.shape[0])
-    denom = 1.0 + upper * (-r_jump[n])
-    ws_r = wts.w * sigma_r
-    r_row = -sigma_r - ws_r @ r_a - wts.lower * sigma_r * r_jump
-    if corrections is not None:
-        r_row = r_row - corrections.first(sigma_r, response=True)
-    if ends is not None:          # r_A(t_{k+1}, t_k) is known for k <= n - 2
-        r_row = r_row - sigma_r * ends.lower(r_jump, column_diagonal(r_a, 1))
+        upper = upper - ends.newest(n, size)
     if cutoff is not None:       # t_n - t_k = sum of the interval lengths from t_k on
-        before = before & (jnp.cumsum(wts.h[::-1])[::-1] <= cutoff)
-    r_row = jnp.where(before, r_row / denom, 0.0)
-    r_a = r_a.at[n].set(r_row)
+        keep = keep & (jnp.cumsum(wts.h[::-1])[::-1] <= cutoff)
+    s_r = bufs["S_R"].at[n].set(sigma_r)
+    r_row = _left_row(sigma_r, s_r, r_jump, n, wts, upper, ends, keep, corrections)
     p_row = wts.w * r_row + jnp.where(idx == n, 1.0 + wts.upper * r_jump[n], 0.0)
-    mass = mass.at[n].set(p_row)
-    s_c = s_c.at[n].set(sigma_c).at[:, n].set(sigma_c)
+    mass = bufs["P_A"].at[n].set(p_row)
+    s_c = bufs["S_C"].at[n].set(sigma_c).at[:, n].set(sigma_c)
     c_row = -(mass @ (s_c @ p_row))
-    c_a = c_a.at[n].set(c_row).at[:, n].set(c_row)
-    return (r_a, c_a, mass, s_c), r_row, c_row
+    out = dict(R_A=bufs["R_A"].at[n].set(r_row), P_A=mass, S_C=s_c, S_R=s_r,
+               C_A=bufs["C_A"].at[n].set(c_row).at[:, n].set(c_row))
+    return out, r_row, c_row
+
+
+def _left_row(sigma_r, s_r, r_jump, n, wts: RowWeights, upper, ends, keep, corrections):
+    """The row x = r_A(t_n, .) of `response_rows`: the upper triangular system
+    A^T x = b with A[l, k] = w_l Sigma_R[l, k] (k < l < n) and D_k on the diagonal.
+
+    The lower end s = t_k of int_s^t r_A(t, u) Sigma_R(u, s) du is where Sigma_R's column k
+    falls from its jump Sigma_R(t_k^+, t_k) (within ~1/m under lazy initialization): the
+    fitted end (`FittedEnds.lower`) and, on a decimated history, the interval corrections d1
+    of Sigma_R (`Merged`: the kernel r_A(t_n, .) at the diagonal end, x_k, on the interval
+    next to the diagonal, its interval mean elsewhere) enter A like the quadrature weights.
+    Columns outside `keep` (k >= n, or beyond the cutoff) are zero."""
+    idx = jnp.arange(s_r.shape[-1])
+    jump = -r_jump                                   # Sigma_R(t_k^+, t_k)
+    b = jnp.where(keep, -sigma_r * (1.0 + upper * r_jump[n]), 0.0)
+    diag = 1.0 + wts.lower * jump
+    if ends is not None:
+        diag = diag + ends.lower(jump, column_diagonal(s_r, 1))
+    a = jnp.where(idx < n, wts.w, 0.0)[:, None] * s_r          # a[l, k], l > k
+    if corrections is not None:
+        d1 = corrections.d1
+        before = jnp.concatenate([jnp.zeros_like(d1[:1]), d1[:-1]], axis=0)   # d1[l - 1, k]
+        a = a + 0.5 * (d1 + jnp.where(idx[:, None] - 1 > idx[None, :], before, 0.0))
+        diag = diag + jnp.diagonal(d1)
+    strict = keep[None, :] & (idx[:, None] > idx[None, :])
+    a = jnp.where(strict, a, 0.0) + jnp.diag(jnp.where(keep, diag, 1.0))
+    return jax.scipy.linalg.solve_triangular(a, b, trans="T", lower=True)
 
 
 def diagonal_error(sigma_r: Array, sigma_c: Array, r_row: Array, c_row: Array,
