@@ -18,10 +18,9 @@ e_tr falls to the absolute tolerance's floor (issue 9: "observables change by <=
 relative when the tolerance is divided by 10").
 
 Usage: python benchmarks/reach.py [--configs lazy:256:100:512 ...] [--rtol 1e-4] [--tenfold]
-       [--fit-ends] [--residual-cutoff T]
+       [--fit-ends]
 Configurations `setting:m:t_max:history[:max_steps]`. Writes the section `reach` of
-benchmarks/results/integrator.md (`reach-fitted` with `--fit-ends`, `reach-cutoff` with a
-residual cutoff).
+benchmarks/results/integrator.md (`reach-fitted` with `--fit-ends`).
 """
 
 from __future__ import annotations
@@ -48,8 +47,7 @@ DEFAULT = ["lazy:64:64:512", "lazy:256:100:512", "lazy:256:100:2048", "lazy:1024
            "meanfield:64:640:512:20000", "meanfield:256:2560:512:20000"]
 
 
-def child(spec: str, rtol: float, series: str | None = None, fit_ends: bool = False,
-          cutoff: float | None = None) -> dict:
+def child(spec: str, rtol: float, series: str | None = None, fit_ends: bool = False) -> dict:
     """One configuration, in this process (called by the parent through a subprocess); the
     one-time records of the accepted steps go to the .npz `series` if given."""
     import jax
@@ -60,8 +58,7 @@ def child(spec: str, rtol: float, series: str | None = None, fit_ends: bool = Fa
     max_steps = int(parts[4]) if len(parts) > 4 else 20000
     p = SETTINGS[name]
     model = dj.symmetric_dmft(p["h"], dj.target("same", p["h"]), tau=p["tau"],
-                              alpha=p["alpha"], m=m, fit_ends=fit_ends,
-                              residual_cutoff=cutoff, **p["scale"])
+                              alpha=p["alpha"], m=m, fit_ends=fit_ends, **p["scale"])
     ctrl = dj.Adaptive(t_max, rtol=rtol, atol=rtol * 1e-2, history=history,
                        max_steps=max_steps, max_decimation_error=np.inf)
     # compile with a two-step horizon (t_max and dt0 are traced: the same program), then run
@@ -93,13 +90,10 @@ def child(spec: str, rtol: float, series: str | None = None, fit_ends: bool = Fa
                 run_s=run, compile_s=compile_s)
 
 
-def parent(spec: str, rtol: float, series: str | None = None, fit_ends: bool = False,
-           cutoff: float | None = None) -> dict:
+def parent(spec: str, rtol: float, series: str | None = None, fit_ends: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", spec, "--rtol", repr(rtol)]
     if fit_ends:
         cmd += ["--fit-ends"]
-    if cutoff is not None:
-        cmd += ["--residual-cutoff", repr(cutoff)]
     if series:
         cmd += ["--series", series]
     t0 = time.perf_counter()
@@ -144,27 +138,21 @@ def main(argv=None):
     p.add_argument("--fit-ends", action="store_true",
                    help="solve with the fitted diagonal ends (symmetric_dmft(fit_ends=True)); "
                         "writes the section `reach-fitted`")
-    p.add_argument("--residual-cutoff", type=float, default=None,
-                   help="neglect r_A(t, s) for t - s > T (symmetric_dmft(residual_cutoff=T)); "
-                        "writes the section `reach-cutoff`")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--series", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                  "integrator.md"))
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.rtol, args.series, args.fit_ends,
-                               args.residual_cutoff)))
+        print(json.dumps(child(args.child, args.rtol, args.series, args.fit_ends)))
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="reach_") as tmp:     # the rtol/10 series
         for i, spec in enumerate(args.configs):
             paths = [os.path.join(tmp, f"{i}_{k}.npz") for k in ("base", "tenth")]
-            r = parent(spec, args.rtol, paths[0] if args.tenfold else None, args.fit_ends,
-                       args.residual_cutoff)
+            r = parent(spec, args.rtol, paths[0] if args.tenfold else None, args.fit_ends)
             if args.tenfold and "t_reached" in r:
-                fine = parent(spec, args.rtol / 10, paths[1], args.fit_ends,
-                              args.residual_cutoff)
+                fine = parent(spec, args.rtol / 10, paths[1], args.fit_ends)
                 r.update(tenth_result=fine.get("result"), tenth_run_s=fine.get("run_s"),
                          tenth_accepted=fine.get("accepted"),
                          change=tenfold_change(paths, args.rtol * 1e-2)
@@ -180,8 +168,6 @@ def main(argv=None):
     title = "## Reach of the adaptive solver (issue 9)"
     if args.fit_ends:
         title += ", with the fitted diagonal ends (`fit_ends=True`)"
-    if args.residual_cutoff is not None:
-        title += f", residual cutoff {args.residual_cutoff:g}"
     lines = [title, "",
              f"Written by `benchmarks/reach.py` on {platform.node()} ({os.cpu_count()} CPUs), "
              f"{time.strftime('%Y-%m-%d')}. `dj.Adaptive(t_max, rtol={args.rtol:g}, atol="
@@ -205,8 +191,7 @@ def main(argv=None):
             f"{r['peak_gb']:.2f} |" + (_tenfold_cell(r) if args.tenfold else ""))
     text = "\n".join(lines) + "\n"
     print(text)
-    section = ("reach-cutoff" if args.residual_cutoff is not None
-               else "reach-fitted" if args.fit_ends else "reach")
+    section = "reach-fitted" if args.fit_ends else "reach"
     replace_section(args.out, "problem", section, text, "")
 
 

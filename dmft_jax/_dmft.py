@@ -265,18 +265,6 @@ class DMFT(AbstractModel):
       to the tolerance's order (lazy Fig. 3, m = 256, t = 4, rtol 1e-3: e_ts 1.4% -> 0.1%),
       but it made mean-field Fig. 5 at m = 256 (rtol 1e-3) blow up near interpolation
       (t ~ 2400, where the plain trapezoid reaches t = 2560).
-    - `residual_cutoff`: None, or a lag T beyond which the residual response is neglected,
-      r_A(t, s) = 0 for t - s > T (an approximation, for long solves on a bounded history).
-      Under lazy initialization r_A(t, s) decays in t - s (Fig. 3, m = 1024, t = 410: -2e-2
-      at t - s = 5, -2.3e-5 at 26, -2.7e-7 at 57), but its recursion [C.19] computes it as
-      -Sigma_R(t, s) (~0.7) minus an integral that cancels it, so that on a decimated
-      history the old columns hold the quadrature's error (~6e-6), which rho = 1 +
-      int r_A(t, s) ds and e_tr then integrate over the whole past; each decimation moves it
-      and the kicks grew until the solve broke (t = 1177 at history 256, rtol 1e-3). With
-      T = 30 the same solve runs to t = 1e4, but its train error rises after t ~ 1000 (the
-      cutoff's bias; benchmarks/README.md, "Where long decimated solves break"). Choose T
-      well above the relaxation time of the residuals: near the interpolation threshold
-      they relax slowly and a cutoff would cut the physics.
 
     Construct with `symmetric_dmft` / `general_dmft`, which validate their input.
 
@@ -298,7 +286,6 @@ class DMFT(AbstractModel):
     v0: Array
     freeze_a: bool = eqx.field(static=True, default=False)
     fit_ends: bool = eqx.field(static=True, default=False)
-    residual_cutoff: float | None = eqx.field(static=True, default=None)
 
     @property
     def m(self) -> int:
@@ -352,6 +339,15 @@ class DMFT(AbstractModel):
 
     def advancing(self):
         return frozenset({"a", "v", "C", "R"})
+
+    def error_view(self, tree):
+        """The rows of C and C(t, t) in the algebra's `modes` (symmetric DMFT: the collective
+        mode D + (m - 1) O and D - O, each relative to its own size; general: as stored).
+        Measured (lazy Fig. 3, m = 1024, fit_ends, rtol 1e-4, t = 3): e_ts off by 2.5e-5 with
+        (D, O) under control, by 2.5e-6 in modes, for 393 steps instead of 187. R stays as stored:
+        its collective mode falls from its jump within ~1/m of the diagonal, and holding it to
+        its own relative accuracy held the step at ~1.4/rate (2.5e-3 at m = 1024) for good."""
+        return dict(tree, C=self.algebra.modes(tree["C"]), C_eq=self.algebra.modes(tree["C_eq"]))
 
     def interval_corrections(self):
         # The responses fall from their jumps within ~1/m (lazy) of the diagonal; C has only a
@@ -451,7 +447,7 @@ class DMFT(AbstractModel):
         r_jump = jnp.where(past, -sigma_jump, 0.0)
         bufs, r_row, c_row = response_rows(
             sigma_r, sigma_c, {key: s[key] for key in RESPONSE_BUFFERS}, r_jump, n, wts,
-            merged(s, "S_R"), ends, self.residual_cutoff)
+            merged(s, "S_R"), ends)
         rho = 1.0 + jnp.dot(wts.w, r_row) + wts.upper * r_jump[n]
 
         # 4. Memory kernels on row n [C.18]: point values (zero at s = t_n, where the stored
@@ -559,8 +555,7 @@ class DMFT(AbstractModel):
 
 # ------------------------------------------------------------------------------ construction
 def symmetric_dmft(h, target: Target | None = None, *, tau, alpha, m: int, a0=None,
-                   gamma0=None, freeze_a: bool = False, fit_ends: bool = False,
-                   residual_cutoff=None) -> DMFT:
+                   gamma0=None, freeze_a: bool = False, fit_ends: bool = False) -> DMFT:
     """The symmetric DMFT (SymmDMFT, spec section 5) with validated parameters.
 
     Symmetric initialization: w_i(0) iid uniform on the sphere (C(0,0) = I, v(0) = 0) and
@@ -569,8 +564,7 @@ def symmetric_dmft(h, target: Target | None = None, *, tau, alpha, m: int, a0=No
     **Arguments:** `h` a kernel or a `covariance` spec; `target` a `Target` (None: pure noise);
     `tau` >= 0; `alpha` = n / (m d) > 0; `m` >= 1 (static); exactly one of `a0`, `gamma0`;
     `freeze_a` keeps a(t) = a0; `fit_ends` fits the trapezoid's intervals next to the
-    diagonals to the responses' fall from their jumps; `residual_cutoff` (None or T > 0)
-    neglects r_A(t, s) for t - s > T (both: see `DMFT`).
+    diagonals to the responses' fall from their jumps (see `DMFT`).
     """
     from ._covariance import covariance
     if int(m) != m or m < 1:
@@ -585,17 +579,7 @@ def symmetric_dmft(h, target: Target | None = None, *, tau, alpha, m: int, a0=No
         algebra=Symmetric(int(m)), h=check_kernel(covariance(h)), target=target,
         tau=check_scalar("tau", tau, 0.0, strict=False), alpha_bar=alpha * m,
         a0=a0, c0=jnp.array([1.0, 0.0], a0.dtype), v0=jnp.zeros(target.k, a0.dtype),
-        freeze_a=freeze_a, fit_ends=bool(fit_ends),
-        residual_cutoff=_check_cutoff(residual_cutoff))
-
-
-def _check_cutoff(cutoff) -> float | None:
-    if cutoff is None:
-        return None
-    value = float(cutoff)
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"residual_cutoff must be None or a finite lag > 0, got {cutoff!r}")
-    return value
+        freeze_a=freeze_a, fit_ends=bool(fit_ends))
 
 
 def check_initialization(a, C, v, k: int, atol: float = 1e-8):
@@ -630,14 +614,13 @@ def check_initialization(a, C, v, k: int, atol: float = 1e-8):
 
 
 def general_dmft(h, target: Target | None = None, *, tau, a, C, v=None, alpha=None,
-                 alpha_bar=None, freeze_a: bool = False, fit_ends: bool = False,
-                 residual_cutoff=None) -> DMFT:
+                 alpha_bar=None, freeze_a: bool = False, fit_ends: bool = False) -> DMFT:
     """The general DMFT (spec section 4) from a deterministic initialization, validated.
 
     **Arguments:** `h`, `target`, `tau` as in `symmetric_dmft`; `a` (m,) the a_i(0); `C` (m, m)
     the overlaps <w_i(0), w_j(0)>; `v` (m, k) the overlaps U^T w_i(0) (default 0); exactly one
-    of `alpha` = n / (m d) and `alpha_bar` = n / d; `freeze_a`, `fit_ends`,
-    `residual_cutoff` as in `symmetric_dmft`.
+    of `alpha` = n / (m d) and `alpha_bar` = n / d; `freeze_a`, `fit_ends` as in
+    `symmetric_dmft`.
     """
     from ._covariance import covariance
     target = target_or_noise(target)
@@ -652,5 +635,4 @@ def general_dmft(h, target: Target | None = None, *, tau, a, C, v=None, alpha=No
         algebra=General(m), h=check_kernel(covariance(h)), target=target,
         tau=check_scalar("tau", tau, 0.0, strict=False), alpha_bar=alpha_bar,
         a0=jnp.asarray(a, dtype), c0=jnp.asarray(C, dtype), v0=jnp.asarray(v, dtype),
-        freeze_a=freeze_a, fit_ends=bool(fit_ends),
-        residual_cutoff=_check_cutoff(residual_cutoff))
+        freeze_a=freeze_a, fit_ends=bool(fit_ends))

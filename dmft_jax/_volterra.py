@@ -242,7 +242,7 @@ RESPONSE_BUFFERS = ("R_A", "C_A", "P_A", "S_C", "S_R")
 
 
 def response_rows(sigma_r: Array, sigma_c: Array, bufs: dict, r_jump: Array, n,
-                  wts: RowWeights, corrections=None, ends=None, cutoff=None):
+                  wts: RowWeights, corrections=None, ends=None):
     """Row n of R_A and C_A from [C.19] on the quadrature weights `wts`.
 
     `bufs`: the history buffers `RESPONSE_BUFFERS` of the state: `R_A` the regular part r_A of
@@ -252,8 +252,7 @@ def response_rows(sigma_r: Array, sigma_c: Array, bufs: dict, r_jump: Array, n,
     beyond n; sigma_r[n] = 0 because the stored R(t, t) = 0); `r_jump[k]` = r_A(t_k^+, t_k) =
     -Sigma_R(t_k^+, t_k) for k <= n. `corrections`: the interval corrections of Sigma_R
     (`merged(s, "S_R")`) after a history decimation; `ends`: the `FittedEnds` of row n or
-    None; `cutoff`: None or the lag beyond which r_A(t_n, s) is set to zero
-    (`dmft_jax._dmft.DMFT`).
+    None.
 
     **R_A by the left form** R_A (1 + Sigma_R) = 1 of [C.19] (the same inverse as the right
     form (1 + Sigma_R) R_A = 1 of spec section 6; on Euler's weights the same numbers):
@@ -299,8 +298,6 @@ def response_rows(sigma_r: Array, sigma_c: Array, bufs: dict, r_jump: Array, n,
     upper = wts.upper
     if ends is not None:          # the newest column keeps the trapezoid (`FittedEnds.newest`)
         upper = upper - ends.newest(n, size)
-    if cutoff is not None:       # t_n - t_k = sum of the interval lengths from t_k on
-        keep = keep & (jnp.cumsum(wts.h[::-1])[::-1] <= cutoff)
     s_r = bufs["S_R"].at[n].set(sigma_r)
     r_row = _left_row(sigma_r, s_r, r_jump, n, wts, upper, ends, keep, corrections)
     p_row = wts.w * r_row + jnp.where(idx == n, 1.0 + wts.upper * r_jump[n], 0.0)
@@ -321,7 +318,7 @@ def _left_row(sigma_r, s_r, r_jump, n, wts: RowWeights, upper, ends, keep, corre
     fitted end (`FittedEnds.lower`) and, on a decimated history, the interval corrections d1
     of Sigma_R (`Merged`: the kernel r_A(t_n, .) at the diagonal end, x_k, on the interval
     next to the diagonal, its interval mean elsewhere) enter A like the quadrature weights.
-    Columns outside `keep` (k >= n, or beyond the cutoff) are zero."""
+    Columns outside `keep` (k >= n) are zero."""
     idx = jnp.arange(s_r.shape[-1])
     jump = -r_jump                                   # Sigma_R(t_k^+, t_k)
     b = jnp.where(keep, -sigma_r * (1.0 + upper * r_jump[n]), 0.0)
