@@ -62,12 +62,6 @@ class AbstractAlgebra(eqx.Module):
     def identity(self, dtype) -> Array:
         """The identity matrix delta_ij."""
 
-    def modes(self, x: Array):
-        """Matrix-valued rows (*mat, ...) as the leaves whose errors the adaptive step control
-        weighs, each relative to its own size (`dmft_jax._dmft.DMFT.error_view`); default:
-        the array as stored."""
-        return (x,)
-
     # A two-time history H (C or R over a square of times) is stored as a pytree of buffers
     # chosen for speed (`history_*` below); rows are plain (*mat, L) arrays.
 
@@ -213,16 +207,6 @@ class Symmetric(AbstractAlgebra):
 
     def identity(self, dtype):
         return jnp.array([1.0, 0.0], dtype)
-
-    def modes(self, x):
-        """(D + (m - 1) O, D - O): the eigenvalues of D I + O (J - I) on the all-ones vector
-        (the collective mode, through which O enters every neuron sum m - 1 times) and on its
-        complement, as two leaves, each held to its own relative accuracy. Lazy
-        initialization makes O ~ 1/m: an error in it counts m times in the observables (e_ts
-        carries a^2 h(C_o(t, t)) with a^2 = m gamma0^2), which a control of (D, O) relative to
-        D ~ 1 does not see; under mean-field scaling O grows to O(1), and the collective mode
-        to O(m), which must not loosen the control of D - O either."""
-        return (x[0] + (self.m - 1.0) * x[1], x[0] - x[1])
 
     # The history is a pair of separate (L, L) buffers (D, O): slicing one component out of a
     # stacked (2, L, L) buffer, or an einsum over it, makes XLA:CPU copy the whole history on

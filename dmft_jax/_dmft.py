@@ -340,15 +340,6 @@ class DMFT(AbstractModel):
     def advancing(self):
         return frozenset({"a", "v", "C", "R"})
 
-    def error_view(self, tree):
-        """The rows of C and C(t, t) in the algebra's `modes` (symmetric DMFT: the collective
-        mode D + (m - 1) O and D - O, each relative to its own size; general: as stored).
-        Measured (lazy Fig. 3, m = 1024, fit_ends, rtol 1e-4, t = 3): e_ts off by 2.5e-5 with
-        (D, O) under control, by 2.5e-6 in modes, for 393 steps instead of 187. R stays as stored:
-        its collective mode falls from its jump within ~1/m of the diagonal, and holding it to
-        its own relative accuracy held the step at ~1.4/rate (2.5e-3 at m = 1024) for good."""
-        return dict(tree, C=self.algebra.modes(tree["C"]), C_eq=self.algebra.modes(tree["C_eq"]))
-
     def interval_corrections(self):
         # The responses fall from their jumps within ~1/m (lazy) of the diagonal; C has only a
         # kink there (linear interpolation of its rows missed it by 0.04-0.13 times the

@@ -89,12 +89,6 @@ class AbstractModel(eqx.Module):
         del steps
         return None
 
-    def error_view(self, tree):
-        """The advancing front (or its error) in the coordinates whose errors the adaptive
-        step control bounds (a linear map, applied to the front and to its error estimate);
-        default: as it is."""
-        return tree
-
     def records(self, n, state: dict) -> dict:
         """One-time observables of row n (after `row(n)`), recorded at every accepted step of an
         adaptive solve. Default: none."""
@@ -685,8 +679,7 @@ def adaptive_advance(model: AbstractModel, ctrl: Adaptive, stepper: AbstractStep
         # C(t + h, t) at 1 + 1e-3): it is rejected like an inaccurate one; only when no step
         # above dt_min avoids it is it a divergence.
         outside = model.divergence(n + 1, out.state)
-        new_view = model.error_view(out.new)
-        err = error_norm(model.error_view(out.error), new_view, new_view, ctrl.rtol, ctrl.atol)
+        err = error_norm(out.error, out.new, out.new, ctrl.rtol, ctrl.atol)
         err = jnp.where(outside, jnp.inf, err)
         if ctrl.control_auxiliary and out.aux is not None:
             aux_err, aux_value = out.aux
