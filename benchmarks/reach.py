@@ -18,7 +18,7 @@ e_tr falls to the absolute tolerance's floor (issue 9: "observables change by <=
 relative when the tolerance is divided by 10").
 
 Usage: python benchmarks/reach.py [--configs lazy:256:100:512 ...] [--rtol 1e-4] [--tenfold]
-       [--fit-ends]
+       [--tenfold-up-to T] [--fit-ends]
 Configurations `setting:m:t_max:history[:max_steps]`. Writes the section `reach` of
 benchmarks/results/integrator.md (`reach-fitted` with `--fit-ends`).
 """
@@ -123,6 +123,8 @@ def tenfold_change(paths: list[str], atol: float) -> list[float]:
 
 
 def _tenfold_cell(r: dict) -> str:
+    if "tenth_result" not in r:
+        return " not run |"
     if r.get("change") is None:
         return f" {r.get('tenth_result', '')} |"
     return (f" {r['tenth_accepted']}, {r['tenth_run_s']:.0f}, "
@@ -135,6 +137,8 @@ def main(argv=None):
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--tenfold", action="store_true",
                    help="also solve at rtol/10 and report the largest relative change")
+    p.add_argument("--tenfold-up-to", type=float, default=np.inf,
+                   help="with --tenfold: only for configurations with t_max <= this")
     p.add_argument("--fit-ends", action="store_true",
                    help="solve with the fitted diagonal ends (symmetric_dmft(fit_ends=True)); "
                         "writes the section `reach-fitted`")
@@ -151,7 +155,8 @@ def main(argv=None):
         for i, spec in enumerate(args.configs):
             paths = [os.path.join(tmp, f"{i}_{k}.npz") for k in ("base", "tenth")]
             r = parent(spec, args.rtol, paths[0] if args.tenfold else None, args.fit_ends)
-            if args.tenfold and "t_reached" in r:
+            tenfold = args.tenfold and float(spec.split(":")[2]) <= args.tenfold_up_to
+            if tenfold and "t_reached" in r:
                 fine = parent(spec, args.rtol / 10, paths[1], args.fit_ends)
                 r.update(tenth_result=fine.get("result"), tenth_run_s=fine.get("run_s"),
                          tenth_accepted=fine.get("accepted"),

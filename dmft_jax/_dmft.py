@@ -273,7 +273,9 @@ class DMFT(AbstractModel):
     stored times plus its jump terms (R(t^+, t) = I, r_A(t^+, t) = -Sigma_R(t, t^-)), and the
     delta parts of R_A and M^R are counted exactly (full weight at the upper end, spec
     section 6). History buffers: `R_A` holds the regular part of R_A; `R` holds R(t_n, t_l)
-    for l < n (zero diagonal); `sigma_jump` holds Sigma_R(t_n, t_n^-).
+    for l < n (zero diagonal); `S_R` holds Sigma_R(t_n, t_l) (l < n), against which the rows
+    of R_A are solved (`dmft_jax._volterra.response_rows`); `sigma_jump` holds
+    Sigma_R(t_n, t_n^-).
     """
 
     algebra: AbstractAlgebra
@@ -350,7 +352,7 @@ class DMFT(AbstractModel):
         return frozenset({"P_A"})
 
     def unread_history(self):
-        # Past sigma_jump values are read only at stored times (the jumps of r_A's columns).
+        # Past sigma_jump values are read only at stored times (the jumps of Sigma_R's columns).
         return frozenset({"nu", "rho", "ca_error", "sigma_jump", "folded"})
 
     def select_times(self, s, keep, ts=None):

@@ -120,10 +120,10 @@ class AbstractModel(eqx.Module):
         key of a correction buffer to the key of the two-time function it corrects. Default:
         none.
 
-        A response X(s, s') (R, r_A) falls from its jump X(s'^+, s') over a time ~1/m after
-        its column starts (and likewise in its second argument), so the trapezoid over an
-        interval merged by decimation misses the integral the finer grid had resolved. An
-        adaptive solve with a bounded history then keeps, for every stored interval
+        A response X(s, s') (R, and Sigma_R, which carries R) falls from its jump X(s'^+, s')
+        over a time ~1/m after its column starts (and likewise in its second argument), so the
+        trapezoid over an interval merged by decimation misses the integral the finer grid had
+        resolved. An adaptive solve with a bounded history then keeps, for every stored interval
         [t_j, t_{j+1}] and stored time t_k, the pair (d1, d2) of corrections
 
             d1[j, k] = int_{t_j}^{t_{j+1}} X(s, t_k) ds - trapezoid,
