@@ -127,7 +127,10 @@ def _tenfold_cell(r: dict) -> str:
         return " not run |"
     if r.get("change") is None:
         return f" {r.get('tenth_result', '')} |"
-    return (f" {r['tenth_accepted']}, {r['tenth_run_s']:.0f}, "
+    steps = str(r["tenth_accepted"])
+    if r.get("tenth_result") != "successful":        # compared over the time both reached
+        steps += f" ({r.get('tenth_result')})"
+    return (f" {steps}, {r['tenth_run_s']:.0f}, "
             + ", ".join(f"{c:.1e}" for c in r["change"]) + " |")
 
 
