@@ -157,8 +157,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="reach_") as tmp:     # the rtol/10 series
         for i, spec in enumerate(args.configs):
             paths = [os.path.join(tmp, f"{i}_{k}.npz") for k in ("base", "tenth")]
-            r = parent(spec, args.rtol, paths[0] if args.tenfold else None, args.fit_ends)
             tenfold = args.tenfold and float(spec.split(":")[2]) <= args.tenfold_up_to
+            r = parent(spec, args.rtol, paths[0] if tenfold else None, args.fit_ends)
             if tenfold and "t_reached" in r:
                 fine = parent(spec, args.rtol / 10, paths[1], args.fit_ends)
                 r.update(tenth_result=fine.get("result"), tenth_run_s=fine.get("run_s"),

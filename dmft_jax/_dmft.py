@@ -29,7 +29,6 @@ from ._results import diverged_rows
 from ._solution import Solution
 from ._stepper import TRAPEZOID_QUADRATURE, AbstractStiff, Row, RowWeights
 from ._volterra import (
-    RESPONSE_BUFFERS,
     FittedEnds,
     add_diagonal,
     ahead,
@@ -438,9 +437,8 @@ class DMFT(AbstractModel):
         aa_t = alg.outer(a_t, a_t)
         sigma_jump = s["sigma_jump"].at[n].set(alg.mean_all(aa_t * h.d1(c_tt) * eye))
         r_jump = jnp.where(past, -sigma_jump, 0.0)
-        bufs, r_row, c_row = response_rows(
-            sigma_r, sigma_c, {key: s[key] for key in RESPONSE_BUFFERS}, r_jump, n, wts,
-            merged(s, "S_R"), ends)
+        bufs, r_row, c_row = response_rows(sigma_r, sigma_c, s, r_jump, n, wts,
+                                           merged(s, "S_R"), ends)
         rho = 1.0 + jnp.dot(wts.w, r_row) + wts.upper * r_jump[n]
 
         # 4. Memory kernels on row n [C.18]: point values (zero at s = t_n, where the stored

@@ -43,7 +43,6 @@ from ._integrate import AbstractModel
 from ._results import diverged_rows
 from ._stepper import GroupStiff, Row, RowWeights
 from ._volterra import (
-    RESPONSE_BUFFERS,
     d2_times,
     diagonal_error,
     jump_column,
@@ -372,9 +371,8 @@ class Lz2(_Volterra):
         sigma_c = jnp.where(past, self.tau**2 + g2 * ht(c_n), 0.0)
         sigma_jump = s["sigma_jump"].at[n].set(g2 * ht.d1(one))
         r_jump = jnp.where(past, -sigma_jump, 0.0)
-        bufs, r_row, c_row = response_rows(
-            sigma_r, sigma_c, {key: s[key] for key in RESPONSE_BUFFERS}, r_jump, n, wts,
-            merged(s, "S_R"))
+        bufs, r_row, c_row = response_rows(sigma_r, sigma_c, s, r_jump, n, wts,
+                                           merged(s, "S_R"))
         ca_error = s["ca_error"].at[n].set(
             diagonal_error(sigma_r, sigma_c, r_row, c_row, r_jump, n, wts))
         w = self.alpha * g2
@@ -619,9 +617,8 @@ class H2(_Volterra):
         sigma_c = jnp.where(past, self.tau**2 + a2 * h(co), 0.0)
         sigma_jump = s["sigma_jump"].at[n].set(a2 * h.d1(one))
         r_jump = jnp.where(past, -sigma_jump, 0.0)
-        bufs, r_row, c_row = response_rows(
-            sigma_r, sigma_c, {key: s[key] for key in RESPONSE_BUFFERS}, r_jump, n, wts,
-            merged(s, "S_R"))
+        bufs, r_row, c_row = response_rows(sigma_r, sigma_c, s, r_jump, n, wts,
+                                           merged(s, "S_R"))
         ca_error = s["ca_error"].at[n].set(
             diagonal_error(sigma_r, sigma_c, r_row, c_row, r_jump, n, wts))
         w = self.alpha_bar * a2

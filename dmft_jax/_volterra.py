@@ -59,6 +59,19 @@ class Merged(NamedTuple):
             return out
         return out + ops.pointwise(jump_offsets(kernel, mean)[0], ops.history_diagonal(self.d1))
 
+    def first_matrix(self) -> Array:
+        """The matrix A of `first` for a response on scalar rows, first(x) = x @ A: the
+        kernel's value x_k on the interval next to the diagonal (A[k, k] = d1[k, k]), its
+        interval mean (x_j + x_{j+1}) / 2 on the others (the left form of [C.19] solves with it,
+        `response_rows`)."""
+        d1 = self.d1
+        idx = jnp.arange(d1.shape[-1])
+        before = jnp.concatenate([jnp.zeros_like(d1[:1]), d1[:-1]], axis=0)   # d1[l - 1, k]
+        below = idx[:, None] > idx[None, :]
+        return (0.5 * jnp.where(below, d1, 0.0)
+                + 0.5 * jnp.where(idx[:, None] - 1 > idx[None, :], before, 0.0)
+                + jnp.diag(jnp.diagonal(d1)))
+
     def second(self, kernel: Array, response: bool, alg=None) -> Array:
         """sum_j Kbar_j d2[k, j]: the correction of int K(s) X(t_k, s) ds; for a response,
         K_k on the interval next to the diagonal (j = k - 1)."""
@@ -241,11 +254,11 @@ def jump_offsets(kernel: Array, mean: Array | None = None) -> tuple[Array, Array
 RESPONSE_BUFFERS = ("R_A", "C_A", "P_A", "S_C", "S_R")
 
 
-def response_rows(sigma_r: Array, sigma_c: Array, bufs: dict, r_jump: Array, n,
+def response_rows(sigma_r: Array, sigma_c: Array, state: dict, r_jump: Array, n,
                   wts: RowWeights, corrections=None, ends=None):
     """Row n of R_A and C_A from [C.19] on the quadrature weights `wts`.
 
-    `bufs`: the history buffers `RESPONSE_BUFFERS` of the state: `R_A` the regular part r_A of
+    `state`: a model state holding the buffers `RESPONSE_BUFFERS`: `R_A` the regular part r_A of
     R_A = delta + r_A (lower triangular, zero diagonal), `C_A`, `P_A` the quadrature masses of
     R_A's rows, `S_C` and `S_R` the stored Sigma_C (symmetric) and Sigma_R (lower triangular,
     zero diagonal); `sigma_r`, `sigma_c`: rows n of Sigma_R, Sigma_C (point values, zero
@@ -289,8 +302,8 @@ def response_rows(sigma_r: Array, sigma_c: Array, bufs: dict, r_jump: Array, n,
     m = 64, trapezoid h = 0.05, one step of 0.9 h at t = 10): e_tr at the next time 2.16e-4 by
     the recursion, 1.656e-4 by the quadratic form, against 1.63e-4 on the even grid.
 
-    Returns the buffers with row n (and column n of the symmetric C_A, S_C) written, and the
-    rows of r_A and C_A.
+    Returns the buffers `RESPONSE_BUFFERS` with row n (and column n of the symmetric C_A, S_C)
+    written, and the rows of r_A and C_A.
     """
     size = sigma_r.shape[-1]
     idx = jnp.arange(size)
@@ -298,14 +311,14 @@ def response_rows(sigma_r: Array, sigma_c: Array, bufs: dict, r_jump: Array, n,
     upper = wts.upper
     if ends is not None:          # the newest column keeps the trapezoid (`FittedEnds.newest`)
         upper = upper - ends.newest(n, size)
-    s_r = bufs["S_R"].at[n].set(sigma_r)
+    s_r = state["S_R"].at[n].set(sigma_r)
     r_row = _left_row(sigma_r, s_r, r_jump, n, wts, upper, ends, keep, corrections)
     p_row = wts.w * r_row + jnp.where(idx == n, 1.0 + wts.upper * r_jump[n], 0.0)
-    mass = bufs["P_A"].at[n].set(p_row)
-    s_c = bufs["S_C"].at[n].set(sigma_c).at[:, n].set(sigma_c)
+    mass = state["P_A"].at[n].set(p_row)
+    s_c = state["S_C"].at[n].set(sigma_c).at[:, n].set(sigma_c)
     c_row = -(mass @ (s_c @ p_row))
-    out = dict(R_A=bufs["R_A"].at[n].set(r_row), P_A=mass, S_C=s_c, S_R=s_r,
-               C_A=bufs["C_A"].at[n].set(c_row).at[:, n].set(c_row))
+    out = dict(R_A=state["R_A"].at[n].set(r_row), P_A=mass, S_C=s_c, S_R=s_r,
+               C_A=state["C_A"].at[n].set(c_row).at[:, n].set(c_row))
     return out, r_row, c_row
 
 
@@ -319,20 +332,17 @@ def _left_row(sigma_r, s_r, r_jump, n, wts: RowWeights, upper, ends, keep, corre
     of Sigma_R (`Merged`: the kernel r_A(t_n, .) at the diagonal end, x_k, on the interval
     next to the diagonal, its interval mean elsewhere) enter A like the quadrature weights.
     Columns outside `keep` (k >= n) are zero."""
-    idx = jnp.arange(s_r.shape[-1])
     jump = -r_jump                                   # Sigma_R(t_k^+, t_k)
     b = jnp.where(keep, -sigma_r * (1.0 + upper * r_jump[n]), 0.0)
     diag = 1.0 + wts.lower * jump
     if ends is not None:
         diag = diag + ends.lower(jump, column_diagonal(s_r, 1))
-    a = jnp.where(idx < n, wts.w, 0.0)[:, None] * s_r          # a[l, k], l > k
+    idx = jnp.arange(s_r.shape[-1])
+    # a[l, k] = w_l Sigma_R[l, k] (l > k; the stored Sigma_R is strictly lower triangular)
+    a = jnp.where(idx < n, wts.w, 0.0)[:, None] * s_r + jnp.diag(diag)
     if corrections is not None:
-        d1 = corrections.d1
-        before = jnp.concatenate([jnp.zeros_like(d1[:1]), d1[:-1]], axis=0)   # d1[l - 1, k]
-        a = a + 0.5 * (d1 + jnp.where(idx[:, None] - 1 > idx[None, :], before, 0.0))
-        diag = diag + jnp.diagonal(d1)
-    strict = keep[None, :] & (idx[:, None] > idx[None, :])
-    a = jnp.where(strict, a, 0.0) + jnp.diag(jnp.where(keep, diag, 1.0))
+        a = a + corrections.first_matrix()
+    a = jnp.where(keep[None, :], a, jnp.eye(a.shape[-1], dtype=a.dtype))
     return jax.scipy.linalg.solve_triangular(a, b, trans="T", lower=True)
 
 

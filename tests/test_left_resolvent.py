@@ -120,3 +120,18 @@ def test_long_decimated_lazy_solve_reaches_interpolation():
     assert int(sol.stats["decimations"]) >= 30
     assert np.max(np.abs(e_tr[t >= 40.0])) < 1e-7, np.max(np.abs(e_tr[t >= 40.0]))
     assert e_tr[np.searchsorted(t, 10.0)] > 1e-5          # not interpolating from the start
+
+
+def test_first_matrix_is_the_matrix_of_first():
+    """`Merged.first_matrix`, which the left form solves with, is the linear map of
+    `Merged.first` on a response row: first(x) = x @ A (d1 zero on the intervals j < k)."""
+    from dmft_jax._volterra import Merged
+    size = 7
+    k1, k2 = jax.random.split(jax.random.PRNGKey(1))
+    idx = np.arange(size)
+    d1 = jnp.where(idx[:, None] >= idx[None, :], jax.random.normal(k1, (size, size)), 0.0)
+    x = jax.random.normal(k2, (size,))
+    merged = Merged(d1, jnp.zeros_like(d1))
+    np.testing.assert_allclose(np.asarray(x @ merged.first_matrix()),
+                               np.asarray(merged.first(x, response=True)), rtol=1e-13,
+                               atol=1e-14)
