@@ -538,7 +538,12 @@ def _interpolation_scores(model, state: dict, ts: Array, rtol, atol) -> Array:
     O(1) for good (measured: lazy, pure noise, tau = 2.5, m = 64, rtol 1e-3, atol 1e-5: the
     entry-wise score passed 1 at t = 31 on 256 stored times and t = 220 on 512; norm-wise,
     512 stored times reach t = 1000 with a largest score of 0.31, e_ts and a within 5e-5 of the
-    entry-wise solve up to t = 220)."""
+    entry-wise solve up to t = 220). Ranking the candidates entry-wise but judging them
+    norm-wise is worse both ways: there the same solve kept its score below 1 (0.92) and still
+    drifted away from interpolation after t = 534 (e_tr 1.1e-6 -> 6e-5, diverged at t = 875).
+    Norm-wise, a score below 1 goes with a history that holds, above 1 with one that does not
+    (lazy Fig. 3, m = 256, rtol 1e-3, to t = 60: 160 and 192 stored times, scores 0.67, 0.33,
+    |e_tr| <= 5e-9 after t = 40; 112 and 128, scores 2.0, 1.4, e_tr back up to ~2e-6)."""
     size = ts.shape[0]
     idx = jnp.arange(size)
     prev, nxt = jnp.clip(idx - 1, 0, size - 1), jnp.clip(idx + 1, 0, size - 1)
