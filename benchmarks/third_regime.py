@@ -1,0 +1,170 @@
+"""The three lazy regimes at real widths, the third (t ~ m) included (issue 9, "Figures at real
+widths").
+
+Setting of `dmft-jax demo` (the paper's Figs. 13-17): single-index target, h = phihat =
+0.9 q + q^2/2, tau = 2.5, alpha = 0.3, lazy init gamma0 = 1, where gamma0 = 1 lies below the
+interpolation threshold, so that the network interpolates only in the third regime, once
+gamma = a / sqrt(m) has grown. Each width is solved by `dj.Adaptive` (rtol 1e-3, atol 1e-5,
+the default `max_decimation_error = 1`: a solve whose bounded history turns coarser than the
+tolerance stops with `history_too_coarse` instead of returning it) up to t = `--t-over-m` m,
+and drawn against t m (with the closed form lz1), t (with the Volterra model lz2, m = inf)
+and t / m (where the widths should collapse).
+
+Usage: python benchmarks/third_regime.py [--widths 64,256] [--t-over-m 10] [--history 512]
+       [--plot-only]
+Writes benchmarks/results/third_regime.npz (the one-time records at 400 log-spaced times per
+width), the section `third-regime` of benchmarks/results/integrator.md and
+benchmarks/figures/third_regime.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _report import replace_section  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CACHE = os.path.join(HERE, "results", "third_regime.npz")
+H, TAU, ALPHA, GAMMA0 = [0.0, 0.9, 0.5], 2.5, 0.3, 1.0
+RTOL, ATOL = 1e-3, 1e-5
+
+
+def _resample(t, x, n=400):
+    """x at n log-spaced times in [t_1, t_end] (t_1 the first step), and at t = 0."""
+    grid = np.concatenate([[0.0], np.geomspace(t[1], t[-1], n - 1)])
+    return grid, np.interp(grid, t, x)
+
+
+def solve_width(m: int, t_max: float, history: int) -> dict:
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import dmft_jax as dj
+    model = dj.symmetric_dmft(H, dj.target("same", H), tau=TAU, alpha=ALPHA, m=m, gamma0=GAMMA0)
+    ctrl = dj.Adaptive(t_max, rtol=RTOL, atol=ATOL, history=history, max_steps=400_000)
+    start = time.perf_counter()
+    sol = dj.solve(model, ctrl, throw=False, progress=True, label=f"m={m}")
+    jax.block_until_ready(sol.e_tr)
+    wall = time.perf_counter() - start
+    n = int(sol.stats["accepted"])
+    t = np.asarray(sol.t)[:n + 1]
+    out = {"t": None}
+    for key in ("e_tr", "e_ts", "gamma"):
+        out["t"], out[key] = _resample(t, np.asarray(getattr(sol, key))[:n + 1])
+    out.update(m=m, wall=wall, steps=n, rejected=int(sol.stats["rejected"]),
+               decimations=int(sol.stats["decimations"]),
+               decimation_error=float(sol.stats["decimation_error"]),
+               result=next(k for k in ("successful", "diverged", "max_steps_reached",
+                                       "step_too_small", "history_too_coarse")
+                           if bool(sol.result == getattr(dj.RESULTS, k))),
+               t_end=float(t[-1]),
+               last_step=float(t[-1] - t[-2]))
+    print(f"m = {m}: {out['result']} to t = {t[-1]:.1f} in {wall:.0f} s, "
+          f"{n} steps, decimation error {out['decimation_error']:.2f}", flush=True)
+    return out
+
+
+def reduced(t_max: float) -> dict:
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import dmft_jax as dj
+    h, tg = dj.covariance(H), dj.target("same", H)
+    one = dj.lz1(h, tg, tau=TAU, alpha=ALPHA, gamma0=GAMMA0, t=np.linspace(0.0, 12.0, 241))
+    steps = 800
+    two = dj.solve(dj.lz2_model(h, tg, tau=TAU, alpha=ALPHA, gamma0=GAMMA0),
+                   dj.TimeGrid(t_max / steps, steps), dj.Trapezoid())
+    return dict(lz1_t=np.asarray(one.t), lz1_e=np.asarray(one.e_tr), lz2_t=np.asarray(two.t),
+                lz2_e_tr=np.asarray(two.e_tr), lz2_e_ts=np.asarray(two.e_ts))
+
+
+def figure(runs: list[dict], red: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 4, figsize=(19, 4.6))
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.8, len(runs)))
+    for c, r in zip(colors, runs):
+        m, t = r["m"], r["t"]
+        for axis, x in ((ax[0], t * m), (ax[1], t), (ax[2], t / m)):
+            axis.plot(x, r["e_tr"], color=c, label=f"train, m = {m}")
+            axis.plot(x, r["e_ts"], "--", color=c, label=f"test, m = {m}")
+        ax[3].plot(t / m, r["gamma"], color=c, label=f"m = {m}")
+    ax[0].plot(red["lz1_t"], red["lz1_e"], "k:", lw=1.5, label="lz1 (train = test)")
+    ax[1].plot(red["lz2_t"], red["lz2_e_tr"], "k:", lw=1.5, label="lz2 train")
+    ax[1].plot(red["lz2_t"], red["lz2_e_ts"], "k-.", lw=1.0, label="lz2 test")
+    ax[0].set(xlim=(0, 12), xlabel="t m", ylabel="error", title="1: t ~ 1/m")
+    ax[1].set(xscale="log", xlim=(1e-2, red["lz2_t"][-1]), yscale="log", xlabel="t",
+              title="2: t ~ 1 (lz2 = m -> inf)")
+    ax[2].set(xscale="log", yscale="log", xlim=(1e-2, None), xlabel="t / m",
+              title="3: t ~ m: train -> 0, test rises")
+    ax[3].set(xscale="log", xlim=(1e-3, None), xlabel="t / m", ylabel=r"$\gamma = a/\sqrt{m}$",
+              title="3: gamma grows on t ~ m")
+    for axis in ax:
+        axis.legend(fontsize=7)
+    fig.suptitle(r"SymmDMFT, lazy $\gamma_0 = 1$, $h = \hat\varphi = 0.9q + q^2/2$, "
+                 rf"$\tau = {TAU}$, $\alpha = {ALPHA}$; adaptive, rtol {RTOL:g}, bounded history")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def at(r: dict, key: str, x: float) -> float:
+    """The record `key` of run `r` at t / m = x (linear interpolation)."""
+    return float(np.interp(x * r["m"], r["t"], r[key]))
+
+
+def report(runs: list[dict], history: int, t_over_m: float) -> str:
+    lines = [f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores (shared); "
+             f"{time.strftime('%Y-%m-%d')}. `dj.Adaptive(t_max = {t_over_m:g} m, rtol={RTOL:g}, "
+             f"atol={ATOL:g}, history={history})`, default `max_decimation_error = 1`.", "",
+             "| m | result | t reached | steps | last step | decimations (largest error) | run (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['m']} | {r['result']} | {r['t_end']:.1f} | "
+                     f"{r['steps']} | {r['last_step']:.4f} | {r['decimations']} "
+                     f"({r['decimation_error']:.2f}) | {r['wall']:.0f} |")
+    xs = [0.1, 0.5, 1.0, 2.0, 4.0, 8.0]
+    lines += ["", "At t / m = " + ", ".join(f"{x:g}" for x in xs) + ":", "",
+              "| m | quantity | " + " | ".join(f"{x:g}" for x in xs) + " |",
+              "|---|---|" + "---|" * len(xs)]
+    for r in runs:
+        for key, fmt in (("gamma", "{:.4f}"), ("e_tr", "{:.3e}"), ("e_ts", "{:.4f}")):
+            vals = [fmt.format(at(r, key, x)) if x * r["m"] <= r["t"][-1] else "-" for x in xs]
+            lines.append(f"| {r['m']} | {key} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--widths", default="64,256")
+    p.add_argument("--t-over-m", type=float, default=10.0)
+    p.add_argument("--history", type=int, default=512)
+    p.add_argument("--plot-only", action="store_true",
+                   help="redraw the figure and the report from the cached records")
+    args = p.parse_args(argv)
+    widths = [int(w) for w in args.widths.split(",")]
+    runs = []
+    if args.plot_only:
+        data = np.load(CACHE, allow_pickle=True)
+        runs = list(data["runs"])
+    else:
+        for m in widths:
+            runs.append(solve_width(m, args.t_over_m * m, args.history))
+            np.savez(CACHE, runs=np.array(runs, dtype=object))
+    red = reduced(10.0)
+    figure(runs, red, os.path.join(HERE, "figures", "third_regime.png"))
+    text = report(runs, args.history, args.t_over_m)
+    print(text)
+    replace_section(os.path.join(HERE, "results", "integrator.md"), "section", "third-regime",
+                    text, "# Integrator benchmarks\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
