@@ -55,6 +55,11 @@ def add_adaptive_arguments(p) -> None:
                    help="stop (exit 1) when the bounded history would drop a time whose "
                         "linear-interpolation error exceeds X times the tolerance (default 1; "
                         "a large X accepts a coarser history)")
+    g.add_argument("--decimation-norm", choices=("entry", "row"), default=None,
+                   help="unit of that interpolation error: atol + rtol |value| (entry, "
+                        "default) or atol + rtol max|row| (row, the step control's norm: the "
+                        "history lasts longer through a slow t ~ m regime, but keeps the "
+                        "responses' small tails less well near interpolation)")
     g.add_argument("--control-train-error", action="store_true", default=None,
                    help="also bound the estimated quadrature error of C_A(t, t), i.e. of the "
                         "train error, by the tolerance (more steps under lazy "
@@ -72,7 +77,7 @@ def add_adaptive_arguments(p) -> None:
 def check_flags(args) -> None:
     """UsageError for flags that contradict each other (before any work)."""
     adaptive_only = ("rtol", "atol", "history", "max_decimation_error", "max_steps", "save_at",
-                     "checkpoint", "control_train_error")
+                     "checkpoint", "control_train_error", "decimation_norm")
     if args.t_max is None:
         given = [f"--{k.replace('_', '-')}" for k in adaptive_only
                  if getattr(args, k) is not None]
@@ -93,6 +98,7 @@ def check_flags(args) -> None:
     args.history = HISTORY if args.history is None else args.history
     if args.max_decimation_error is None:
         args.max_decimation_error = 1.0
+    args.decimation_norm = args.decimation_norm or "entry"
     args.max_steps = MAX_STEPS if args.max_steps is None else args.max_steps
     if args.checkpoint is not None and not args.checkpoint.endswith(".npz"):
         raise UsageError(f"--checkpoint: expected a .npz file name, got {args.checkpoint!r}")
@@ -132,7 +138,8 @@ def controller(args):
     from ._integrate import Adaptive
     return Adaptive(args.t_max, rtol=args.rtol, atol=args.atol, max_steps=args.max_steps,
                     history=args.history, max_decimation_error=args.max_decimation_error,
-                    control_auxiliary=bool(args.control_train_error))
+                    control_auxiliary=bool(args.control_train_error),
+                    decimation_norm=args.decimation_norm)
 
 
 def adaptive_bytes(history: int, max_steps: int, pair: float, vec: float, k: int) -> float:

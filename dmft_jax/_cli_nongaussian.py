@@ -33,7 +33,7 @@ NG_ONLY = ("draws", "seed", "groups", "antithetic", "exchangeable", "control_var
 SAMPLINGS = ("factor", "paths")
 #: Flags of the adaptive Gaussian solve, refused by the non-Gaussian theory.
 _ADAPTIVE = ("t_max", "rtol", "atol", "history", "max_decimation_error", "max_steps",
-             "save_at", "checkpoint")
+             "save_at", "checkpoint", "decimation_norm")
 
 
 def add_nongaussian_arguments(p: argparse.ArgumentParser, *, fixed_point: bool = True) -> None:

@@ -202,12 +202,13 @@ def test_decimated_solve_follows_the_full_history():
     assert np.max(np.abs(s0 / s1 - 1)) < 1e-5
 
 
-def test_decimation_scores_are_norm_wise():
-    """The interpolation score of a stored time is measured like the step control measures a
-    new row (`error_norm`): in units of atol + rtol max |row|, not atol + rtol |entry|. A
+@pytest.mark.parametrize("row_norm", [False, True])
+def test_decimation_scores_entry_or_row_wise(row_norm):
+    """The interpolation score of a stored time, in units of atol + rtol |entry| (default) or
+    atol + rtol max |row| (`Adaptive(decimation_norm="row")`, the step control's norm). A
     response row that is 1 next to its diagonal and ~1e-3 in its old tail, with a bump of
-    5e-4 at one old time, scores 5e-4 / (atol + rtol) there (0.495: the time may go); the
-    entry-wise score was 5e-4 / (atol + rtol 1.5e-3) = 43 and kept the tail's spacing O(1)."""
+    5e-4 at one old time, scores 5e-4 / (atol + rtol 1.5e-3) = 43 there entry-wise (the time
+    stays) and 5e-4 / (atol + rtol) = 0.495 row-wise (it may go)."""
     from dmft_jax._integrate import _interpolation_scores
     model = dj.h2_model("fig8", tau=1.0, alpha_bar=0.9, a=1.0)
     size, rtol, atol = 16, 1e-3, 1e-5
@@ -217,6 +218,12 @@ def test_decimation_scores_are_norm_wise():
     row[-2:] = [1.0, 0.0]                      # R(t, t^-) next to the diagonal, R(t, t) = 0
     state = model.init(size)
     state["R_d"] = state["R_d"].at[size - 1].set(jnp.asarray(row))
-    score = np.asarray(_interpolation_scores(model, state, ts, rtol, atol))
-    assert score[5] == pytest.approx(5e-4 / (atol + rtol * 1.0), rel=1e-12)
-    assert np.all(score[1:4] == 0.0) and score[5] < 1.0
+    score = np.asarray(_interpolation_scores(model, state, ts, rtol, atol, row_norm=row_norm))
+    scale = 1.0 if row_norm else 1.5e-3
+    assert score[5] == pytest.approx(5e-4 / (atol + rtol * scale), rel=1e-12)
+    assert np.all(score[1:4] == 0.0)
+
+
+def test_decimation_norm_is_checked():
+    with pytest.raises(ValueError, match="decimation_norm"):
+        dj.Adaptive(1.0, decimation_norm="max")
