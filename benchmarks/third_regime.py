@@ -127,7 +127,8 @@ def report(runs: list[dict], history: int, t_over_m: float) -> str:
              f"{time.strftime('%Y-%m-%d')}. `dj.Adaptive(t_max = {t_over_m:g} m, rtol={RTOL:g}, "
              f"atol={ATOL:g}, history={history}, decimation_norm=\"row\")`, default "
              "`max_decimation_error = 1`.", "",
-             "| m | result | t reached | steps | last step | decimations (largest error) | run (s) |",
+             "| m | result | t reached | steps | last step | decimations (largest error) "
+             "| run (s) |",
              "|---|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r['m']} | {r['result']} | {r['t_end']:.1f} | "

@@ -533,8 +533,9 @@ def _interpolation_scores(model, state: dict, ts: Array, rtol, atol,
                           row_norm: bool = False) -> Array:
     """For each stored time t_k (0 < k < L - 1): the largest error, in units of
     atol + rtol |x| (or, `row_norm`, atol + rtol max |x|), of linear interpolation at t_k
-    from t_{k-1}, t_{k+1}, over what later rows will integrate: the one-time buffers the model reads at past times, and the latest
-    complete row X(t_n, .) of every two-time buffer (the rows to come are like it). The past
+    from t_{k-1}, t_{k+1}, over what later rows will integrate: the one-time buffers the model
+    reads at past times, and the latest complete row X(t_n, .) of every two-time buffer (the
+    rows to come are like it). The past
     of the two-time functions itself survives decimation exactly in the integrals
     (`AbstractModel.interval_corrections`, `AbstractModel.masses`); its near-diagonal
     structure (a response falls from its jump within ~1/m) would only pollute the score.
@@ -543,7 +544,7 @@ def _interpolation_scores(model, state: dict, ts: Array, rtol, atol,
     of R_A solve against) keeps its shape; near interpolation in the second regime that is
     what holds: lazy Fig. 3, m = 1024, rtol 1e-3, 256 stored times, `fit_ends=True`: to
     t = 1e4 at score 0.43 with |e_tr| < 1.2e-9 after t = 100; row-wise the same solve scored
-    0.135 and diverged at t = 3700 (e_tr back up to 7.6e-8). Row-wise (max |x| over each leaf,
+    0.135 and diverged at t = 3700 (e_tr 7.6e-8 there). Row-wise (max |x| over each leaf,
     a row or a one-time buffer, the norm of the step control's `error_norm`), the tail is not
     held to atol; through a slow third regime that is what lets the history last: lazy, pure
     noise, tau = 2.5, m = 64, rtol 1e-3, atol 1e-5: entry-wise the score passed 1 at t = 31
