@@ -1,4 +1,5 @@
-"""Shared helper of the benchmark scripts: results files made of replaceable sections."""
+"""Shared helpers of the benchmark scripts: results files made of replaceable sections, and
+the name of a solve's result code."""
 
 from __future__ import annotations
 
@@ -17,3 +18,15 @@ def replace_section(path: str, kind: str, key: str, text: str, header: str) -> N
     new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block
     with open(path, "w") as fh:
         fh.write(new)
+
+
+#: The items of `dmft_jax.RESULTS` a benchmark reports by name.
+RESULT_NAMES = ("successful", "diverged", "max_steps_reached", "step_too_small",
+                "history_too_coarse", "invalid_input", "not_converged")
+
+
+def result_name(sol) -> str:
+    """The name of `sol.result` (an item of `dmft_jax.RESULTS`), "other" if none listed."""
+    import dmft_jax as dj
+    return next((name for name in RESULT_NAMES
+                 if bool(sol.result == getattr(dj.RESULTS, name))), "other")

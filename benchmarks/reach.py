@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _report import replace_section  # noqa: E402
+from _report import replace_section, result_name  # noqa: E402
 
 SETTINGS = {
     "lazy": dict(h=[0.0, 0.9, 0.5], tau=0.3, alpha=0.3, scale=dict(gamma0=1.0)),
@@ -78,10 +78,7 @@ def child(spec: str, rtol: float, series: str | None = None, fit_ends: bool = Fa
         np.savez(series, t=t, **{k: np.asarray(getattr(sol, k))[:n + 1]
                                  for k in ("e_ts", "a", "e_tr")})
     return dict(spec=spec, m=m, t_max=t_max, history=history, max_steps=max_steps,
-                result=next((name for name in ("successful", "diverged", "max_steps_reached",
-                                               "step_too_small", "history_too_coarse",
-                                               "invalid_input")
-                             if bool(sol.result == getattr(dj.RESULTS, name))), "other"),
+                result=result_name(sol),
                 t_reached=float(t[-1]), accepted=n, rejected=int(sol.stats["rejected"]),
                 decimations=int(sol.stats["decimations"]),
                 decimation_error=float(sol.stats["decimation_error"]),

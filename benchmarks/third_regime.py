@@ -30,18 +30,12 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _report import replace_section  # noqa: E402
+from _report import replace_section, result_name  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(HERE, "results", "third_regime.npz")
 H, TAU, ALPHA, GAMMA0 = [0.0, 0.9, 0.5], 2.5, 0.3, 1.0
 RTOL, ATOL = 1e-3, 1e-5
-
-
-def _resample(t, x, n=400):
-    """x at n log-spaced times in [t_1, t_end] (t_1 the first step), and at t = 0."""
-    grid = np.concatenate([[0.0], np.geomspace(t[1], t[-1], n - 1)])
-    return grid, np.interp(grid, t, x)
 
 
 def solve_width(m: int, t_max: float, history: int) -> dict:
@@ -57,17 +51,13 @@ def solve_width(m: int, t_max: float, history: int) -> dict:
     wall = time.perf_counter() - start
     n = int(sol.stats["accepted"])
     t = np.asarray(sol.t)[:n + 1]
-    out = {"t": None}
-    for key in ("e_tr", "e_ts", "gamma"):
-        out["t"], out[key] = _resample(t, np.asarray(getattr(sol, key))[:n + 1])
-    out.update(m=m, wall=wall, steps=n, rejected=int(sol.stats["rejected"]),
+    grid = np.concatenate([[0.0], np.geomspace(t[1], t[-1], 399)])   # t = 0 and 399 log-spaced
+    out = {key: np.interp(grid, t, np.asarray(getattr(sol, key))[:n + 1])
+           for key in ("e_tr", "e_ts", "gamma")}
+    out.update(t=grid, m=m, wall=wall, steps=n, rejected=int(sol.stats["rejected"]),
                decimations=int(sol.stats["decimations"]),
                decimation_error=float(sol.stats["decimation_error"]),
-               result=next(k for k in ("successful", "diverged", "max_steps_reached",
-                                       "step_too_small", "history_too_coarse")
-                           if bool(sol.result == getattr(dj.RESULTS, k))),
-               t_end=float(t[-1]),
-               last_step=float(t[-1] - t[-2]))
+               result=result_name(sol), t_end=float(t[-1]), last_step=float(t[-1] - t[-2]))
     print(f"m = {m}: {out['result']} to t = {t[-1]:.1f} in {wall:.0f} s, "
           f"{n} steps, decimation error {out['decimation_error']:.2f}", flush=True)
     return out
