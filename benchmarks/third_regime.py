@@ -13,10 +13,11 @@ and drawn against t m (with the closed form lz1), t (with the Volterra model lz2
 and t / m (where the widths should collapse).
 
 Usage: python benchmarks/third_regime.py [--widths 64,256] [--t-over-m 10] [--history 512]
-       [--plot-only]
+       [--append] [--plot-only]
 Writes benchmarks/results/third_regime.npz (the one-time records at 400 log-spaced times per
 width), the section `third-regime` of benchmarks/results/integrator.md and
-benchmarks/figures/third_regime.png.
+benchmarks/figures/third_regime.png. `--append` keeps the cached runs of the other widths
+(a long solve at one more width, e.g. `--widths 1024 --t-over-m 4 --append`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def solve_width(m: int, t_max: float, history: int) -> dict:
     grid = np.concatenate([[0.0], np.geomspace(t[1], t[-1], 399)])   # t = 0 and 399 log-spaced
     out = {key: np.interp(grid, t, np.asarray(getattr(sol, key))[:n + 1])
            for key in ("e_tr", "e_ts", "gamma")}
-    out.update(t=grid, m=m, wall=wall, steps=n, rejected=int(sol.stats["rejected"]),
+    out.update(t=grid, m=m, t_max=t_max, wall=wall, steps=n, rejected=int(sol.stats["rejected"]),
                decimations=int(sol.stats["decimations"]),
                decimation_error=float(sol.stats["decimation_error"]),
                result=result_name(sol), t_end=float(t[-1]), last_step=float(t[-1] - t[-2]))
@@ -112,16 +113,17 @@ def at(r: dict, key: str, x: float) -> float:
     return float(np.interp(x * r["m"], r["t"], r[key]))
 
 
-def report(runs: list[dict], history: int, t_over_m: float) -> str:
+def report(runs: list[dict], history: int) -> str:
     lines = [f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores (shared); "
-             f"{time.strftime('%Y-%m-%d')}. `dj.Adaptive(t_max = {t_over_m:g} m, rtol={RTOL:g}, "
+             f"{time.strftime('%Y-%m-%d')}. `dj.Adaptive(t_max, rtol={RTOL:g}, "
              f"atol={ATOL:g}, history={history}, decimation_norm=\"row\")`, default "
              "`max_decimation_error = 1`.", "",
-             "| m | result | t reached | steps | last step | decimations (largest error) "
+             "| m | t_max | result | t reached | steps | last step | decimations (largest error) "
              "| run (s) |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        lines.append(f"| {r['m']} | {r['result']} | {r['t_end']:.1f} | "
+        t_max = r.get("t_max", 10 * r["m"])        # runs cached before t_max was stored: 10 m
+        lines.append(f"| {r['m']} | {t_max / r['m']:g} m | {r['result']} | {r['t_end']:.1f} | "
                      f"{r['steps']} | {r['last_step']:.4f} | {r['decimations']} "
                      f"({r['decimation_error']:.2f}) | {r['wall']:.0f} |")
     xs = [0.1, 0.5, 1.0, 2.0, 4.0, 8.0]
@@ -140,21 +142,25 @@ def main(argv=None) -> int:
     p.add_argument("--widths", default="64,256")
     p.add_argument("--t-over-m", type=float, default=10.0)
     p.add_argument("--history", type=int, default=512)
+    p.add_argument("--append", action="store_true",
+                   help="keep the cached runs of widths not solved now")
     p.add_argument("--plot-only", action="store_true",
                    help="redraw the figure and the report from the cached records")
     args = p.parse_args(argv)
     widths = [int(w) for w in args.widths.split(",")]
-    runs = []
+    cached = list(np.load(CACHE, allow_pickle=True)["runs"]) if (
+        args.plot_only or args.append) else []
     if args.plot_only:
-        data = np.load(CACHE, allow_pickle=True)
-        runs = list(data["runs"])
+        runs = cached
     else:
+        runs = [r for r in cached if r["m"] not in widths]
         for m in widths:
             runs.append(solve_width(m, args.t_over_m * m, args.history))
+            runs.sort(key=lambda r: r["m"])
             np.savez(CACHE, runs=np.array(runs, dtype=object))
     red = reduced(10.0)
     figure(runs, red, os.path.join(HERE, "figures", "third_regime.png"))
-    text = report(runs, args.history, args.t_over_m)
+    text = report(runs, args.history)
     print(text)
     replace_section(os.path.join(HERE, "results", "integrator.md"), "section", "third-regime",
                     text, "# Integrator benchmarks\n")
