@@ -146,7 +146,7 @@ def report(runs: list[dict], history: int, t_over_m: float) -> str:
         diff = (f"{change(r, other[0], 'a', 1 / np.sqrt(r['m'])):.1e}, "
                 f"{change(r, other[0], 'e_ts'):.1e}" if other else "-")
         onset = (f"{r['onset']:.0f} ({r['onset'] / r['m']:.2f})" if np.isfinite(r["onset"])
-                 else f"none by {r['t_end'] / r['m']:g} m")
+                 else f"none by {r['t_end'] / r['m']:.3g} m")
         lines.append(f"| {r['m']} | {r['rtol']:g} | {r['result']} | {r['t_end']:.0f} | "
                      f"{r['steps']} | {r['decimations']} ({r['decimation_error']:.2g}) | "
                      f"{r['wall']:.0f} | {onset} | {diff} |")
