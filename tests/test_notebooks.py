@@ -17,7 +17,7 @@ OUTPUTS = {
     "experiment": {"experiment_fig4.png", "experiment_sweep.png", "experiment_sweep.npz"},
     "hyperparameters": {"hyperparameters_a0.png"},
     "regimes": {"regimes_lz1.png", "regimes_lz2.png", "regimes_threshold.png",
-                "regimes_mean_field.png"},
+                "regimes_mean_field.png", "regimes_third.png"},
 }
 
 
