@@ -1,5 +1,5 @@
-"""Shared helpers of the benchmark scripts: results files made of replaceable sections, and
-the name of a solve's result code."""
+"""Shared helpers of the benchmark scripts: results files made of replaceable sections, the
+name of a solve's result code, and the reading and drawing of per-width records."""
 
 from __future__ import annotations
 
@@ -30,3 +30,21 @@ def result_name(sol) -> str:
     import dmft_jax as dj
     return next((name for name in RESULT_NAMES
                  if bool(sol.result == getattr(dj.RESULTS, name))), "other")
+
+
+def at(run: dict, key: str, x: float) -> float:
+    """The record `key` of a per-width run (a dict with "m", "t" and records) at t / m = x,
+    linearly interpolated."""
+    import numpy as np
+    return float(np.interp(x * run["m"], run["t"], run[key]))
+
+
+def finish_figure(fig, axes, title: str, path: str, legend_size: int = 7, dpi: int = 110):
+    """Legends on every axis, the title, a tight layout; write to `path` and close."""
+    import matplotlib.pyplot as plt
+    for axis in axes:
+        axis.legend(fontsize=legend_size)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)

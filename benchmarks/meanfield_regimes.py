@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _report import replace_section, result_name  # noqa: E402
+from _report import at, finish_figure, replace_section, result_name  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(HERE, "results", "meanfield_regimes.npz")
@@ -118,17 +118,9 @@ def figure(runs: list[dict], mf: dict, path: str) -> None:
     ax[3].set(xscale="log", yscale="log", xlim=(1e-3, None), xlabel="t / m", ylabel="error",
               title="train (solid), test (dashed); gray: Bayes tau^2/2")
     ax[4].set(xlabel=r"$a/\sqrt{m}$", ylabel="test - train", title="gap against a / sqrt(m)")
-    for axis in ax:
-        axis.legend(fontsize=6)
-    fig.suptitle(r"SymmDMFT, mean-field init $a(0) = 1$, $h = \hat\varphi = 0.9q + q^3/6$, "
-                 rf"$\tau = {TAU}$, $\alpha = {ALPHA}$ (Fig. 5); adaptive, bounded history")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def at(r: dict, key: str, x: float) -> float:
-    return float(np.interp(x * r["m"], r["t"], r[key]))
+    finish_figure(fig, ax, r"SymmDMFT, mean-field init $a(0) = 1$, $h = \hat\varphi = 0.9q + "
+                  rf"q^3/6$, $\tau = {TAU}$, $\alpha = {ALPHA}$ (Fig. 5); adaptive, bounded "
+                  "history", path, legend_size=6, dpi=100)
 
 
 def report(runs: list[dict], history: int, t_over_m: float) -> str:
@@ -138,7 +130,8 @@ def report(runs: list[dict], history: int, t_over_m: float) -> str:
              f"history={history}, max_decimation_error=inf)`. Onset: first t with "
              "e_tr < tau^2 / 4. Change: largest |difference| from the solve at the other "
              "tolerance over t / m in [0.1, t_max / m].", "",
-             "| m | rtol | result | t reached | steps | decimations (largest score) | run, with compilation (s) "
+             "| m | rtol | result | t reached | steps | decimations (largest score) "
+             "| run, with compilation (s) "
              "| onset t (t / m) | change of a / sqrt(m), e_ts |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:

@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _report import replace_section, result_name  # noqa: E402
+from _report import at, finish_figure, replace_section, result_name  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(HERE, "results", "third_regime.npz")
@@ -99,18 +99,9 @@ def figure(runs: list[dict], red: dict, path: str) -> None:
               title="3: t ~ m: train -> 0, test rises")
     ax[3].set(xscale="log", xlim=(1e-3, None), xlabel="t / m", ylabel=r"$\gamma = a/\sqrt{m}$",
               title="3: gamma grows on t ~ m")
-    for axis in ax:
-        axis.legend(fontsize=7)
-    fig.suptitle(r"SymmDMFT, lazy $\gamma_0 = 1$, $h = \hat\varphi = 0.9q + q^2/2$, "
-                 rf"$\tau = {TAU}$, $\alpha = {ALPHA}$; adaptive, rtol {RTOL:g}, bounded history")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def at(r: dict, key: str, x: float) -> float:
-    """The record `key` of run `r` at t / m = x (linear interpolation)."""
-    return float(np.interp(x * r["m"], r["t"], r[key]))
+    finish_figure(fig, ax, r"SymmDMFT, lazy $\gamma_0 = 1$, $h = \hat\varphi = 0.9q + q^2/2$, "
+                  rf"$\tau = {TAU}$, $\alpha = {ALPHA}$; adaptive, rtol {RTOL:g}, bounded "
+                  "history", path)
 
 
 def report(runs: list[dict], history: int) -> str:
