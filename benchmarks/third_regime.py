@@ -85,10 +85,14 @@ def figure(runs: list[dict], red: dict, path: str) -> None:
     colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.8, len(runs)))
     for c, r in zip(colors, runs):
         m, t = r["m"], r["t"]
+        if r["result"] != "successful":     # say where a stopped solve's curves end
+            m_label = f"{m} ({r['result']} at t / m = {r['t_end'] / m:.2g})"
+        else:
+            m_label = f"{m}"
         for axis, x in ((ax[0], t * m), (ax[1], t), (ax[2], t / m)):
-            axis.plot(x, r["e_tr"], color=c, label=f"train, m = {m}")
+            axis.plot(x, r["e_tr"], color=c, label=f"train, m = {m_label}")
             axis.plot(x, r["e_ts"], "--", color=c, label=f"test, m = {m}")
-        ax[3].plot(t / m, r["gamma"], color=c, label=f"m = {m}")
+        ax[3].plot(t / m, r["gamma"], color=c, label=f"m = {m_label}")
     ax[0].plot(red["lz1_t"], red["lz1_e"], "k:", lw=1.5, label="lz1 (train = test)")
     ax[1].plot(red["lz2_t"], red["lz2_e_tr"], "k:", lw=1.5, label="lz2 train")
     ax[1].plot(red["lz2_t"], red["lz2_e_ts"], "k-.", lw=1.0, label="lz2 test")

@@ -11,7 +11,8 @@ The first two regimes are solved at real widths, m = 64, 256, 1024, by adaptive 
 (`Adaptive`, second-order stepper) up to t = 10, and drawn with the reduced theories they
 approach: the closed form lz1 against t m and the Volterra model lz2 against t [F.5-F.27,
 F.55-F.59, F.73]. The third regime needs t ~ m: the adaptive solver reaches it at m = 64 and
-256 with a row-wise decimation check (`Adaptive(decimation_norm="row")`;
+256 (and m = 1024 up to t = 0.84 m) with a row-wise decimation check
+(`Adaptive(decimation_norm="row")`;
 `benchmarks/third_regime.py`, figure benchmarks/figures/third_regime.png), but its steps
 stay O(10^-2), so that takes minutes per width (m = 64 to t = 10 m: 28318 steps, ~7 minutes on
 2 CPU cores); the demo draws it for m = 4, 8, 16 on fixed Euler grids.

@@ -177,7 +177,8 @@ if out["threshold"] is not None:
 # stays ~0.02-0.03 (the responses' O(1) structure), so t = 10 m takes ~30000 steps at m = 64
 # (~5 minutes on a 2-core CPU) and ~100000 at m = 256 (~20 minutes). This cell draws the
 # records that `benchmarks/third_regime.py` wrote (benchmarks/results/third_regime.npz, kept in
-# the repository: m = 64, 256 to t = 10 m, m = 1024 to t = 2 m); with `RECOMPUTE=1` in the
+# the repository: m = 64, 256 to t = 10 m, m = 1024 to t = 0.84 m, where that solve stopped as
+# diverged); with `RECOMPUTE=1` in the
 # environment, or without that file, it solves `THIRD_WIDTHS` here instead.
 
 # %%
