@@ -39,6 +39,22 @@ def at(run: dict, key: str, x: float) -> float:
     return float(np.interp(x * run["m"], run["t"], run[key]))
 
 
+def t_over_m_table(runs: list[dict], rows, xs, caption: str = "") -> list[str]:
+    """Markdown lines of a table of per-width records at t / m = xs: one line per run and
+    `rows` item (label, key, format[, scale(run)], the record times scale, default 1); "-"
+    beyond a run's last time."""
+    lines = ["", "At t / m = " + ", ".join(f"{x:g}" for x in xs) + caption + ":", "",
+             "| m | quantity | " + " | ".join(f"{x:g}" for x in xs) + " |",
+             "|---|---|" + "---|" * len(xs)]
+    for run in runs:
+        for label, key, fmt, *scale in rows:
+            factor = scale[0](run) if scale else 1.0
+            vals = [fmt.format(factor * at(run, key, x)) if x * run["m"] <= run["t"][-1]
+                    else "-" for x in xs]
+            lines.append(f"| {run['m']} | {label} | " + " | ".join(vals) + " |")
+    return lines
+
+
 def finish_figure(fig, axes, title: str, path: str, legend_size: int = 7, dpi: int = 110):
     """Legends on every axis, the title, a tight layout; write to `path` and close."""
     import matplotlib.pyplot as plt

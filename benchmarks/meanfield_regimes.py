@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _report import at, finish_figure, replace_section, result_name  # noqa: E402
+from _report import finish_figure, replace_section, result_name, t_over_m_table  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(HERE, "results", "meanfield_regimes.npz")
@@ -83,6 +83,11 @@ def ode(t_max: float) -> dict:
     return dict(t=np.asarray(sol.t), a=np.asarray(sol.a), e_tr=np.asarray(sol.e_tr))
 
 
+def finest(runs: list[dict]) -> list[dict]:
+    """The run at the finest tolerance of each width."""
+    return [r for r in runs if r["rtol"] == min(s["rtol"] for s in runs if s["m"] == r["m"])]
+
+
 def change(r: dict, s: dict, key: str, scale: float = 1.0) -> float:
     """Largest |r - s| of record `key` (times `scale`) over t / m in [0.1, end]."""
     m = r["m"]
@@ -96,7 +101,7 @@ def figure(runs: list[dict], mf: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(1, 5, figsize=(23, 4.6))
-    main = [r for r in runs if r["rtol"] == min(x["rtol"] for x in runs if x["m"] == r["m"])]
+    main = finest(runs)
     colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, len(main)))
     for c, r in zip(colors, main):
         m, t = r["m"], r["t"]
@@ -143,19 +148,10 @@ def report(runs: list[dict], history: int, t_over_m: float) -> str:
         lines.append(f"| {r['m']} | {r['rtol']:g} | {r['result']} | {r['t_end']:.0f} | "
                      f"{r['steps']} | {r['decimations']} ({r['decimation_error']:.2g}) | "
                      f"{r['wall']:.0f} | {onset} | {diff} |")
-    xs = [0.1, 0.5, 1.0, 2.0, 4.0, 10.0]
-    lines += ["", "At t / m = " + ", ".join(f"{x:g}" for x in xs) + " (the finer tolerance):",
-              "", "| m | quantity | " + " | ".join(f"{x:g}" for x in xs) + " |",
-              "|---|---|" + "---|" * len(xs)]
-    for r in runs:
-        if r["rtol"] != min(s["rtol"] for s in runs if s["m"] == r["m"]):
-            continue
-        for key, fmt, scale in (("a", "{:.4f}", 1 / np.sqrt(r["m"])), ("v", "{:.4f}", 1.0),
-                                ("e_tr", "{:.3e}", 1.0), ("e_ts", "{:.4f}", 1.0)):
-            name = "a / sqrt(m)" if key == "a" else key
-            vals = [fmt.format(scale * at(r, key, x)) if x * r["m"] <= r["t"][-1] else "-"
-                    for x in xs]
-            lines.append(f"| {r['m']} | {name} | " + " | ".join(vals) + " |")
+    lines += t_over_m_table(finest(runs), [
+        ("a / sqrt(m)", "a", "{:.4f}", lambda r: 1 / np.sqrt(r["m"])), ("v", "v", "{:.4f}"),
+        ("e_tr", "e_tr", "{:.3e}"), ("e_ts", "e_ts", "{:.4f}")],
+        [0.1, 0.5, 1.0, 2.0, 4.0, 10.0], " (the finer tolerance)")
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _report import at, finish_figure, replace_section, result_name  # noqa: E402
+from _report import finish_figure, replace_section, result_name, t_over_m_table  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(HERE, "results", "third_regime.npz")
@@ -117,18 +117,11 @@ def report(runs: list[dict], history: int) -> str:
              "| run (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        t_max = r.get("t_max", 10 * r["m"])        # runs cached before t_max was stored: 10 m
-        lines.append(f"| {r['m']} | {t_max / r['m']:g} m | {r['result']} | {r['t_end']:.1f} | "
-                     f"{r['steps']} | {r['last_step']:.4f} | {r['decimations']} "
-                     f"({r['decimation_error']:.2f}) | {r['wall']:.0f} |")
-    xs = [0.1, 0.5, 1.0, 2.0, 4.0, 8.0]
-    lines += ["", "At t / m = " + ", ".join(f"{x:g}" for x in xs) + ":", "",
-              "| m | quantity | " + " | ".join(f"{x:g}" for x in xs) + " |",
-              "|---|---|" + "---|" * len(xs)]
-    for r in runs:
-        for key, fmt in (("gamma", "{:.4f}"), ("e_tr", "{:.3e}"), ("e_ts", "{:.4f}")):
-            vals = [fmt.format(at(r, key, x)) if x * r["m"] <= r["t"][-1] else "-" for x in xs]
-            lines.append(f"| {r['m']} | {key} | " + " | ".join(vals) + " |")
+        lines.append(f"| {r['m']} | {r['t_max'] / r['m']:g} m | {r['result']} | "
+                     f"{r['t_end']:.1f} | {r['steps']} | {r['last_step']:.4f} | "
+                     f"{r['decimations']} ({r['decimation_error']:.2f}) | {r['wall']:.0f} |")
+    lines += t_over_m_table(runs, [("gamma", "gamma", "{:.4f}"), ("e_tr", "e_tr", "{:.3e}"),
+                                   ("e_ts", "e_ts", "{:.4f}")], [0.1, 0.5, 1.0, 2.0, 4.0, 8.0])
     return "\n".join(lines)
 
 
