@@ -32,6 +32,33 @@ def result_name(sol) -> str:
                  if bool(sol.result == getattr(dj.RESULTS, name))), "other")
 
 
+def solve_records(model, ctrl, label: str, pick, points: int = 400) -> tuple[dict, dict]:
+    """Solve `model` adaptively (`dmft_jax.solve`, throw=False, with progress), timed after
+    the solve is ready, and resample the one-time records `pick(sol, n)` (a dict of arrays
+    over the n + 1 accepted times) at t = 0 and `points - 1` log-spaced times. Returns the raw
+    records (with "t") and the run: the resampled records, "t", the wall time, the step and
+    decimation counts, the result's name, the last time and step."""
+    import time
+
+    import dmft_jax as dj
+    import jax
+    import numpy as np
+    start = time.perf_counter()
+    sol = dj.solve(model, ctrl, throw=False, progress=True, label=label)
+    jax.block_until_ready(sol.e_tr)
+    wall = time.perf_counter() - start
+    n = int(sol.stats["accepted"])
+    raw = dict(pick(sol, n), t=np.asarray(sol.t)[:n + 1])
+    t = raw["t"]
+    grid = np.concatenate([[0.0], np.geomspace(t[1], t[-1], points - 1)])
+    run = {key: np.interp(grid, t, x) for key, x in raw.items() if key != "t"}
+    run.update(t=grid, wall=wall, steps=n, rejected=int(sol.stats["rejected"]),
+               decimations=int(sol.stats["decimations"]),
+               decimation_error=float(sol.stats["decimation_error"]),
+               result=result_name(sol), t_end=float(t[-1]), last_step=float(t[-1] - t[-2]))
+    return raw, run
+
+
 def at(run: dict, key: str, x: float) -> float:
     """The record `key` of a per-width run (a dict with "m", "t" and records) at t / m = x,
     linearly interpolated."""

@@ -34,12 +34,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _report import finish_figure, replace_section, result_name, t_over_m_table  # noqa: E402
+from _report import finish_figure, replace_section, solve_records, t_over_m_table  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(HERE, "results", "meanfield_regimes.npz")
 H, TAU, ALPHA, A0 = [0.0, 0.9, 0.0, 1.0 / 6.0], 0.6, 0.3, 1.0
-KEYS = ("a", "e_tr", "e_ts", "v", "C_o")
 
 
 def solve_width(m: int, t_max: float, rtol: float, history: int) -> dict:
@@ -50,23 +49,13 @@ def solve_width(m: int, t_max: float, rtol: float, history: int) -> dict:
     model = dj.symmetric_dmft(H, dj.target("same", H), tau=TAU, alpha=ALPHA, m=m, a0=A0)
     ctrl = dj.Adaptive(t_max, rtol=rtol, atol=rtol * 1e-2, history=history, max_steps=200_000,
                        max_decimation_error=np.inf)
-    start = time.perf_counter()
-    sol = dj.solve(model, ctrl, throw=False, progress=True, label=f"m={m}, rtol {rtol:g}")
-    jax.block_until_ready(sol.e_tr)
-    wall = time.perf_counter() - start
-    n = int(sol.stats["accepted"])
-    t = np.asarray(sol.t)[:n + 1]
-    raw = dict(a=np.asarray(sol.a)[:n + 1], e_tr=np.asarray(sol.e_tr)[:n + 1],
-               e_ts=np.asarray(sol.e_ts)[:n + 1], v=np.asarray(sol.v)[:n + 1, 0],
-               C_o=np.asarray(sol.C_tt)[:n + 1, 1])
-    grid = np.concatenate([[0.0], np.geomspace(t[1], t[-1], 399)])
-    out = {key: np.interp(grid, t, raw[key]) for key in KEYS}
+    raw, out = solve_records(model, ctrl, f"m={m}, rtol {rtol:g}", lambda sol, n: dict(
+        a=np.asarray(sol.a)[:n + 1], e_tr=np.asarray(sol.e_tr)[:n + 1],
+        e_ts=np.asarray(sol.e_ts)[:n + 1], v=np.asarray(sol.v)[:n + 1, 0],
+        C_o=np.asarray(sol.C_tt)[:n + 1, 1]))
+    t, n, wall = raw["t"], out["steps"], out["wall"]
     below = np.nonzero(raw["e_tr"] < TAU**2 / 4)[0]
-    out.update(t=grid, m=m, rtol=rtol, wall=wall, steps=n, rejected=int(sol.stats["rejected"]),
-               decimations=int(sol.stats["decimations"]),
-               decimation_error=float(sol.stats["decimation_error"]),
-               result=result_name(sol), t_end=float(t[-1]),
-               onset=float(t[below[0]]) if below.size else float("nan"))
+    out.update(m=m, rtol=rtol, onset=float(t[below[0]]) if below.size else float("nan"))
     print(f"m = {m}, rtol {rtol:g}: {out['result']} to t = {t[-1]:.1f} in {wall:.0f} s, "
           f"{n} steps; e_tr < tau^2/4 from t = {out['onset']:.1f}", flush=True)
     return out

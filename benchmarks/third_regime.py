@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _report import finish_figure, replace_section, result_name, t_over_m_table  # noqa: E402
+from _report import finish_figure, replace_section, solve_records, t_over_m_table  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CACHE = os.path.join(HERE, "results", "third_regime.npz")
@@ -46,20 +46,11 @@ def solve_width(m: int, t_max: float, history: int) -> dict:
     model = dj.symmetric_dmft(H, dj.target("same", H), tau=TAU, alpha=ALPHA, m=m, gamma0=GAMMA0)
     ctrl = dj.Adaptive(t_max, rtol=RTOL, atol=ATOL, history=history, max_steps=400_000,
                        decimation_norm="row")
-    start = time.perf_counter()
-    sol = dj.solve(model, ctrl, throw=False, progress=True, label=f"m={m}")
-    jax.block_until_ready(sol.e_tr)
-    wall = time.perf_counter() - start
-    n = int(sol.stats["accepted"])
-    t = np.asarray(sol.t)[:n + 1]
-    grid = np.concatenate([[0.0], np.geomspace(t[1], t[-1], 399)])   # t = 0 and 399 log-spaced
-    out = {key: np.interp(grid, t, np.asarray(getattr(sol, key))[:n + 1])
-           for key in ("e_tr", "e_ts", "gamma")}
-    out.update(t=grid, m=m, t_max=t_max, wall=wall, steps=n, rejected=int(sol.stats["rejected"]),
-               decimations=int(sol.stats["decimations"]),
-               decimation_error=float(sol.stats["decimation_error"]),
-               result=result_name(sol), t_end=float(t[-1]), last_step=float(t[-1] - t[-2]))
-    print(f"m = {m}: {out['result']} to t = {t[-1]:.1f} in {wall:.0f} s, "
+    _, out = solve_records(model, ctrl, f"m={m}", lambda sol, n: {
+        key: np.asarray(getattr(sol, key))[:n + 1] for key in ("e_tr", "e_ts", "gamma")})
+    out.update(m=m, t_max=t_max)
+    t_end, n, wall = out["t_end"], out["steps"], out["wall"]
+    print(f"m = {m}: {out['result']} to t = {t_end:.1f} in {wall:.0f} s, "
           f"{n} steps, decimation error {out['decimation_error']:.2f}", flush=True)
     return out
 
