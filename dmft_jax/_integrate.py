@@ -881,14 +881,31 @@ def integrate(model: AbstractModel, times, stepper: AbstractStepper | None = Non
     return _finish(sol, result, stats, throw)
 
 
-@eqx.filter_jit
 def solve(model: AbstractModel, times, stepper: AbstractStepper | None = None, *,
           progress: bool = False, label: str = "dmft", chunks: int | None = None,
           throw: bool = True):
     """`integrate`, compiled with `eqx.filter_jit`: arrays (physics, times, tolerances) are
-    traced, sizes and flags static, so new parameter values reuse the compilation."""
+    traced, sizes and flags static, so new parameter values reuse the compilation. `throw`
+    is applied to the compiled solve's result, not inside it: a solve with `throw=False` and
+    the same one raising share one compilation (under an outer `jit` the check is traced into
+    that program, as with `integrate`)."""
+    sol = _solve_compiled(model, times, stepper, progress=progress, label=label, chunks=chunks)
+    if throw:
+        # traced (under an outer jit): thread the check through the solution, so that it runs
+        # before the solution is used; concrete: it raises here, on the scalar alone
+        bad = sol.result != RESULTS.successful
+        if sol.result.is_traced():
+            sol = sol.result.error_if(sol, bad)
+        else:
+            sol.result.error_if(sol.result._value, bad)
+    return sol
+
+
+@eqx.filter_jit
+def _solve_compiled(model: AbstractModel, times, stepper: AbstractStepper | None, *,
+                    progress: bool, label: str, chunks: int | None):
     return integrate(model, times, stepper, progress=progress, label=label, chunks=chunks,
-                     throw=throw)
+                     throw=False)
 
 
 def first_bad_index(bad: jax.Array) -> jax.Array:
