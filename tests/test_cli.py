@@ -1,6 +1,7 @@
 """The `dmft-jax` command line: agreement with an independent implementation, errors."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -190,3 +191,29 @@ def test_threshold_without_range_finds_the_interpolating_side(capsys):
             break
     else:
         raise AssertionError(f"not a bracket at either horizon: {t}")
+
+
+def test_entry_point_chooses_the_cpu_code_generator(monkeypatch):
+    """`dmft-jax` as the process's entry point adds --xla_cpu_use_fusion_emitters=false to
+    XLA_FLAGS on the jaxlib releases it was measured on, keeps a value the user gave, and
+    stays out with DMFT_JAX_XLA_DEFAULTS=1 or on other releases."""
+    import importlib.metadata
+
+    from dmft_jax import _cli
+
+    def flags_after(env: dict, release: str) -> str:
+        for key in ("XLA_FLAGS", "DMFT_JAX_XLA_DEFAULTS"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(importlib.metadata, "version", lambda name: release)
+        _cli._cpu_codegen()
+        return os.environ.get("XLA_FLAGS", "")
+
+    ours = "--xla_cpu_use_fusion_emitters=false"
+    assert flags_after({"XLA_FLAGS": "--a=1"}, "0.10.2") == "--a=1 " + ours
+    assert flags_after({}, "0.10.7") == ours
+    kept = "--xla_cpu_use_fusion_emitters=true"
+    assert flags_after({"XLA_FLAGS": kept}, "0.10.2") == kept
+    assert flags_after({"DMFT_JAX_XLA_DEFAULTS": "1"}, "0.10.2") == ""
+    assert flags_after({}, "0.12.0") == ""
