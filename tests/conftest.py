@@ -5,7 +5,7 @@ import os
 import pathlib
 import sys
 
-# The suite runs on two worker processes (pyproject addopts): on a GPU, each would otherwise
+# The suite runs on three worker processes (pyproject addopts): on a GPU, each would otherwise
 # preallocate 75% of the device memory and the second would fail.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # The suite is mostly XLA compilation of programs that then run for a fraction of a second.
