@@ -79,7 +79,7 @@ def test_sweep_save_load_and_stats(small_sweep, tmp_path):
 
 _DEVICES = textwrap.dedent("""
     import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["XLA_FLAGS"] = sys.argv[2] + " --xla_force_host_platform_device_count=4"
     import jax
     jax.config.update("jax_enable_x64", True)
     import numpy as np
@@ -91,22 +91,32 @@ _DEVICES = textwrap.dedent("""
     assert four.params["devices"] == 4 and one.params["devices"] == 1
     for a, b in ((one.experiment, four.experiment), (one.dmft, four.dmft)):
         for k in a:
-            assert np.array_equal(a[k], b[k], equal_nan=True), k
+            x, y = np.asarray(a[k]), np.asarray(b[k])
+            if x.dtype.kind != "f":
+                assert np.array_equal(x, y), k
+                continue
+            assert np.array_equal(np.isfinite(x), np.isfinite(y)), k
+            ok = np.isfinite(x)
+            assert np.allclose(x[ok], y[ok], rtol=1e-13, atol=1e-300), k
     print("identical")
 """).replace("{GRID!r}", repr(GRID))
 
 
 @pytest.mark.gpu  # heavy tier (CI time): four simulated devices, a compilation of their own
 def test_one_and_four_devices_identical(small_sweep, tmp_path):
-    """The sweep sharded over 4 CPU devices (12 runs, 8 DMFTs) equals the 1-device one bit for
-    bit (subprocess: the device count is fixed when JAX starts)."""
+    """The sweep sharded over 4 CPU devices (12 runs, 8 DMFTs) equals the 1-device one to
+    rounding, with the same non-finite entries and flags (subprocess: the device count is
+    fixed when JAX starts; it compiles with this process's backend flags). Bit for bit under
+    XLA's default CPU code generator; with the suite's older one (conftest) a sharded reduction
+    can differ in the last bit (measured: 2.6e-16 relative in e_tr)."""
     assert small_sweep.params["devices"] == len(jax.devices()) == 1
     path = tmp_path / "one.npz"
     small_sweep.save(path)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)
-    out = subprocess.run([sys.executable, "-c", _DEVICES, str(path)], capture_output=True,
-                         text=True, env=env, timeout=600)
+    flags = " ".join(f for f in env.pop("XLA_FLAGS", "").split()
+                     if "force_host_platform_device_count" not in f)
+    out = subprocess.run([sys.executable, "-c", _DEVICES, str(path), flags],
+                         capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "identical" in out.stdout
 
