@@ -72,7 +72,7 @@ def test_lazy_steps_longer_than_the_fall_keep_the_tolerance():
     """Lazy Fig. 3 setting at m = 256 (rate ~ 72: the responses fall within 0.014) to t = 0.5:
     at rtol 1e-3 the steps grow to ~0.06. With `fit_ends`, rho, e_ts and e_tr stay within a
     few times the tolerance of the fitted rtol 1e-5 solve, also on a decimated history (the
-    plain trapezoid is percents off: the heavy-tier test below)."""
+    plain trapezoid is percents off: the test below)."""
     coarse, fine = _lazy_256(True, 1e-3), _lazy_256(True, 1e-5)      # one compilation
     # the same fitted solve on 12 stored times (decimated): a decimation moves the fits of the
     # stored columns and rows into the interval corrections (`DMFT.fold_fits`); a lost fit
@@ -87,7 +87,6 @@ def test_lazy_steps_longer_than_the_fall_keep_the_tolerance():
         assert abs(_final(coarse, key) - ref) <= bound * abs(ref), (key, _final(coarse, key), ref)
 
 
-@pytest.mark.gpu  # heavy tier (its own compilation of the plain trapezoid: CI time under load)
 def test_lazy_steps_longer_than_the_fall_need_the_fit():
     """The same setting without `fit_ends`: at the same rtol 1e-3 the plain trapezoid is
     percents off the fitted rtol 1e-5 solve (measured: rho, e_ts, e_tr 2.3%, 1.5%, 2.8% against

@@ -48,7 +48,6 @@ def test_trapezoid_is_second_order():
         assert slope >= 1.9, (name, slope)
 
 
-@pytest.mark.gpu  # heavy tier (CI time under load on the 2-core CPU)
 def test_trapezoid_on_a_nonuniform_grid():
     """Any increasing grid: a graded grid (fine at first) gives the uniform answer to the
     expected second-order accuracy."""
@@ -208,11 +207,9 @@ def test_gradients_through_adaptive_solves_match_finite_differences():
         np.testing.assert_allclose(fwd[name], fd[name], rtol=1e-6)
 
 
-@pytest.mark.gpu
 def test_adaptive_gradients_light():
     """A lighter version of the check above: forward mode through the adaptive loop against
-    central finite differences of the adaptive solve (rtol = atol = 1e-6, 5e-6 relative). Also
-    in the heavy tier (~25 s on the 2-core CPU, within the suite's time budget no more)."""
+    central finite differences of the adaptive solve (rtol = atol = 1e-6, 5e-6 relative)."""
     model = _fig4_model(m=4)
     ctrl = dj.Adaptive(0.2, rtol=1e-6, atol=1e-6, max_steps=100, history=101)
     obs = jax.tree_util.Partial(dj.observables.e_ts, time=0.2)

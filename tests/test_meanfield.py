@@ -19,7 +19,6 @@ FIG4 = dict(tau=0.3, alpha=0.3, a0=1.0)      # spec section 9, figure 4
 N, DT = 200, 0.025
 
 
-@pytest.mark.gpu  # heavy tier (CI time under load); test_dmft's approach to the ODE stays
 def test_mean_field_ode_vs_dmft_error_one_over_m():
     """a, v, e_ts, e_tr of the symmetric DMFT (a0 = 1, phi = sigma) approach [G.44] as 1/m
     (t <= 5; e_tr = -C_A(t,t)/2 carries an extra O(dt) offset of the discretized DMFT)."""

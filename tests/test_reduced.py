@@ -156,7 +156,6 @@ def test_lz2_matches_independent_numpy():
     assert maxabs(jnp.triu(sol.R_d)) == 0                       # causal: R(t, s) = 0, s >= t
 
 
-@pytest.mark.gpu  # heavy tier (CI time under load); lz2 vs the NumPy reference stays in CI
 def test_lz2_vs_dmft_at_t_order_one():
     """Lazy init, t = O(1): C_d, R_d, e_tr -> lz2; m C_o -> -C_d, m R_o -> -R_d [F.16-F.27]."""
     red = solve(lz2_model(list(FIG8), tau=LZ2["tau"], alpha=LZ2["alpha"], gamma0=LZ2["g0"]),
