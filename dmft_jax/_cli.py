@@ -50,7 +50,7 @@ def _cpu_codegen():
     (`--xla_cpu_use_fusion_emitters=false`) when `dmft-jax` is the process's entry point.
     Measured on the 2-core CPU (jaxlib 0.10.2): the lazy m = 1024 adaptive solve to t = 100
     compiles in 9.7 s instead of 12.0 s and runs in 10.8 s instead of 13.4 s; `demo --quick`
-    16 s instead of 19 s; results agree to rounding (e_ts 4e-16 relative). Left out when
+    14 s instead of 22 s; results agree to rounding (e_ts 4e-16 relative). Left out when
     XLA_FLAGS already names the flag, when DMFT_JAX_XLA_DEFAULTS=1, and on other jaxlib
     releases. Set before jax starts its backend (it reads XLA_FLAGS once)."""
     flags = os.environ.get("XLA_FLAGS", "")
