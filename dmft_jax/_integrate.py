@@ -892,12 +892,12 @@ def solve(model: AbstractModel, times, stepper: AbstractStepper | None = None, *
     sol = _solve_compiled(model, times, stepper, progress=progress, label=label, chunks=chunks)
     if throw:
         # traced (under an outer jit): thread the check through the solution, so that it runs
-        # before the solution is used; concrete: it raises here, on the scalar alone
+        # before the solution is used; concrete: it raises here, on the result code alone
         bad = sol.result != RESULTS.successful
         if sol.result.is_traced():
             sol = sol.result.error_if(sol, bad)
         else:
-            sol.result.error_if(sol.result._value, bad)
+            sol.result.error_if(sol.result, bad)
     return sol
 
 
